@@ -1,0 +1,28 @@
+# Two commands on a fresh machine:  `make run` (set up, then run the whole DAG on ConceptWorld)
+# and `make test` (set up, then run the tests). Setup happens once, into .venv.
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= all
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup run test test-fast clean
+
+$(BIN)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+setup: $(BIN)/.installed
+
+run: setup
+	snakemake --cores $(CORES)
+
+test: setup
+	pytest
+
+test-fast: setup
+	pytest -m "not slow"
+
+clean:
+	rm -rf results resources logs .snakemake

@@ -1,0 +1,21 @@
+# Concept erasure, attacked and measured: base model -> erasure -> generation -> scoring -> report.
+# The default config runs on ConceptWorld on a CPU; presets in config/ scale it to Stable Diffusion.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/base_model.smk"
+include: "workflow/rules/erase.smk"
+include: "workflow/rules/generate.smk"
+include: "workflow/rules/score.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        plan.final_outputs(config),

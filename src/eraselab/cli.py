@@ -1,0 +1,110 @@
+"""``eraselab <stage>``: one subcommand per Snakemake rule, each a thin call into its module.
+
+Rules pass the slice of the config the stage depends on as ``--spec`` (JSON),
+so Snakemake's params trigger reruns exactly the jobs whose slice changed, and
+a stage can be run by hand with the same arguments a rule uses.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _pairs(items: list[str]) -> dict[str, str]:
+    """NAME=PATH arguments -> {NAME: PATH}."""
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise SystemExit(f"expected NAME=PATH, got {item!r}")
+        out[name] = path
+    return out
+
+
+def base_model(a) -> None:
+    from .models import assemble_conceptworld, download
+    spec = a.spec
+    if spec["source"] == "hub":
+        download(spec["repo_id"], spec["revision"], a.out)
+    elif spec["source"] == "conceptworld":
+        assemble_conceptworld(a.weights, a.out)
+    else:
+        raise SystemExit(f"base_model: source {spec['source']!r} needs no preparation")
+
+
+def train_conceptworld(a) -> None:
+    from .conceptworld.stage import run
+    run(a.out, a.spec)
+
+
+def erase(a) -> None:
+    from .erase.stage import run
+    run(a.base, a.out, a.spec)
+
+
+def generate(a) -> None:
+    from .generate import run
+    run(a.base, a.delta, _pairs(a.prompts), _pairs(a.images), a.spec)
+
+
+def score(a) -> None:
+    from .score import run
+    run(a.base, _pairs(a.images), a.spec["concepts"], a.scores, a.rates, a.spec)
+
+
+def report(a) -> None:
+    from .report import run
+    run(a.spec["entries"], a.out, a.spec)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eraselab", description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
+    sub = p.add_subparsers(dest="stage", required=True)
+
+    def stage(name, fn, help):
+        s = sub.add_parser(name, help=help)
+        s.add_argument("--spec", type=json.loads, required=True, help="the config slice, as JSON")
+        s.set_defaults(func=fn)
+        return s
+
+    s = stage("base_model", base_model, "download / assemble a base model directory")
+    s.add_argument("--weights", help="conceptworld: the weights directory")
+    s.add_argument("--out", required=True)
+    s = stage("train_conceptworld", train_conceptworld, "train ConceptWorld's model and classifier")
+    s.add_argument("--out", required=True)
+    s = stage("erase", erase, "erase a concept; writes a delta")
+    s.add_argument("--base", required=True)
+    s.add_argument("--out", required=True)
+    s = stage("generate", generate, "generate image sets for one model variant")
+    s.add_argument("--base", required=True)
+    s.add_argument("--delta")
+    s.add_argument("--prompts", nargs="+", required=True, metavar="NAME=CSV")
+    s.add_argument("--images", nargs="+", required=True, metavar="NAME=TAR")
+    s = stage("score", score, "detect concepts in image sets")
+    s.add_argument("--base", required=True)
+    s.add_argument("--images", nargs="+", required=True, metavar="NAME=TAR")
+    s.add_argument("--scores", required=True)
+    s.add_argument("--rates", required=True)
+    s = stage("report", report, "tables, figures and grids")
+    s.add_argument("--out", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print(f"eraselab {args.stage}: interrupted; no output was written", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""A tiny Stable-Diffusion-architecture pipeline: same classes, smaller shapes.
+
+The components are exactly those of SD v1 (AutoencoderKL, UNet2DConditionModel
+with cross-attention transformer blocks, CLIPTextModel, CLIP BPE tokenizer,
+DDIM/PNDM scheduler with SD's noise schedule), so every later stage runs the
+code it would run on SD v1.4. Only widths, depths and resolution differ, and
+they are configuration (``ArchConfig``), never a branch in the stage code.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchConfig:
+    image_size: int = 32
+    vae_channels: tuple[int, ...] = (32, 64)  # 2 levels -> latents at 1/2 resolution
+    latent_channels: int = 4
+    unet_channels: tuple[int, ...] = (64, 128, 128)
+    unet_layers_per_block: int = 1
+    unet_heads: int = 4
+    norm_groups: int = 16
+    text_width: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    max_tokens: int = 77
+
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // 2 ** (len(self.vae_channels) - 1)
+
+
+def sd_noise_schedule() -> dict:
+    """SD v1's training noise schedule, shared by every scheduler we create."""
+    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
+                steps_offset=1)
+
+
+def build_vae(a: ArchConfig):
+    from diffusers import AutoencoderKL
+    n = len(a.vae_channels)
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=a.latent_channels,
+                         down_block_types=("DownEncoderBlock2D",) * n,
+                         up_block_types=("UpDecoderBlock2D",) * n,
+                         block_out_channels=a.vae_channels, layers_per_block=1,
+                         norm_num_groups=min(a.norm_groups, a.vae_channels[0]),
+                         sample_size=a.image_size)
+
+
+def build_unet(a: ArchConfig):
+    """SD v1's block layout (cross-attention down/up blocks around a plain bottom) in miniature."""
+    from diffusers import UNet2DConditionModel
+    n = len(a.unet_channels)
+    down = ("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",)
+    up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1)
+    return UNet2DConditionModel(sample_size=a.latent_size, in_channels=a.latent_channels,
+                                out_channels=a.latent_channels, down_block_types=down,
+                                up_block_types=up, block_out_channels=a.unet_channels,
+                                layers_per_block=a.unet_layers_per_block,
+                                cross_attention_dim=a.text_width,
+                                attention_head_dim=a.unet_channels[0] // a.unet_heads,
+                                norm_num_groups=a.norm_groups)
+
+
+def build_text_encoder(a: ArchConfig):
+    from transformers import CLIPTextConfig, CLIPTextModel
+    cfg = CLIPTextConfig(vocab_size=49408, hidden_size=a.text_width, intermediate_size=4 * a.text_width,
+                         num_hidden_layers=a.text_layers, num_attention_heads=a.text_heads,
+                         max_position_embeddings=a.max_tokens, hidden_act="quick_gelu",
+                         projection_dim=a.text_width, bos_token_id=49406, eos_token_id=49407,
+                         pad_token_id=49407)
+    return CLIPTextModel(cfg)
+
+
+def build_scheduler():
+    from diffusers import DDIMScheduler
+    return DDIMScheduler(**sd_noise_schedule())

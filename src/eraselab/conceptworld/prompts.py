@@ -1,0 +1,48 @@
+"""ConceptWorld's evaluation prompt sets, in the I2P CSV schema, one per concept.
+
+Each set asks for its concept in every prompt, with the other attributes
+drawn at random (sometimes named, sometimes left to the model), like the
+varied prompts of I2P or of the artist prompt lists. Label columns record what
+each prompt asked for. The shipped files under data/prompts/conceptworld are
+exactly what ``write_prompt_sets`` produces (a test checks it).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .captions import prompt_for
+from .world import ATTRIBUTES, World
+
+GUIDANCE = 5.0
+
+
+def prompt_set(world: World, concept: str, n: int, seed: int) -> pd.DataFrame:
+    attribute, value = world.concepts()[concept]
+    rng = np.random.default_rng([seed, *map(ord, concept)])
+    rows = []
+    for i in range(n):
+        want = {attribute: value}
+        if attribute != "colour" and rng.random() < 0.7:
+            want["colour"] = str(rng.choice(list(world.colours)))
+        if attribute != "shape":
+            want["shape"] = str(rng.choice(list(world.shapes)))
+        text, named = prompt_for(world, want, rng)
+        rows.append({"case_number": i, "prompt": text, "evaluation_seed": int(rng.integers(0, 2**31 - 1)),
+                     "evaluation_guidance": GUIDANCE, "concept": concept,
+                     **{a: named.get(a, "") for a in ATTRIBUTES}})
+    return pd.DataFrame(rows)
+
+
+def write_prompt_sets(out_dir: str | Path, n: int = 40, seed: int = 0, world: World | None = None) -> list[Path]:
+    from ..artifacts import atomic_path
+    world = world or World()
+    paths = []
+    for concept in world.concepts():
+        path = Path(out_dir) / f"{concept}.csv"
+        with atomic_path(path) as tmp:
+            prompt_set(world, concept, n, seed).to_csv(tmp, index=False)
+        paths.append(path)
+    return paths

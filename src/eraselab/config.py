@@ -1,0 +1,197 @@
+"""Configuration: validation with readable errors, defaults, and per-job parameter slices.
+
+The JSON schema (workflow/schemas/config.schema.yaml) says which keys exist,
+their types, allowed values and defaults. ``validate`` checks a config against
+it and against the things a schema cannot express (names that refer to other
+sections, files that must exist, prompt CSVs that must parse), and raises one
+``ConfigError`` listing every problem, each naming the key, the value and what
+is allowed. The Snakefile calls it before any job is scheduled.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+NONE = "none"  # the grid value meaning "no pruning" / "no attack"
+
+
+class ConfigError(ValueError):
+    """The config is invalid; the message lists every problem found."""
+
+    def __init__(self, problems: list[str], source: str = "config"):
+        self.problems = problems
+        super().__init__(f"invalid {source} ({len(problems)} problem{'s' * (len(problems) > 1)}):\n"
+                         + "\n".join(f"  - {p}" for p in problems))
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _describe(error, schema_root: dict) -> str:
+    """One line for a jsonschema error: the key, the offending value, and what is allowed."""
+    key, v, s = _key(error.absolute_path), error.instance, error.schema
+    if error.validator == "additionalProperties":
+        allowed = sorted(s.get("properties", {}))
+        extra = sorted(set(v) - set(allowed)) if isinstance(v, dict) else []
+        return (f"{_key([*error.absolute_path, extra[0]]) if extra else key}: unknown key "
+                f"{', '.join(map(repr, extra))}; allowed keys here: {', '.join(allowed)}")
+    if error.validator == "enum":
+        return f"{key}: {v!r} is not allowed; allowed values: {', '.join(map(repr, s['enum']))}"
+    if error.validator == "type":
+        return f"{key}: {v!r} has type {type(v).__name__}, expected {s['type']}"
+    if error.validator == "required":
+        return f"{key}: missing required key; {error.message}"
+    if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return f"{key}: {v!r} is out of range ({error.validator} {error.validator_value})"
+    return f"{key}: {error.message}"
+
+
+def schema_errors(config: dict, schema: dict) -> list[str]:
+    validator = Draft202012Validator(schema)
+    return [_describe(e, schema) for e in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))]
+
+
+def fill_defaults(obj: Any, schema: dict, root: dict | None = None) -> Any:
+    """Copy of obj with every schema default filled in (recursing into objects and maps)."""
+    root = root or schema
+    if "$ref" in schema:
+        schema = _resolve(schema["$ref"], root)
+    if not isinstance(obj, dict):
+        return obj
+    out = dict(obj)
+    for name, sub in schema.get("properties", {}).items():
+        sub_resolved = _resolve(sub["$ref"], root) if "$ref" in sub else sub
+        if name not in out and "default" in sub_resolved:
+            out[name] = copy.deepcopy(sub_resolved["default"])
+        if name in out:
+            out[name] = fill_defaults(out[name], sub, root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for name in set(out) - set(schema.get("properties", {})):
+            out[name] = fill_defaults(out[name], extra, root)
+    return out
+
+
+def _resolve(ref: str, root: dict) -> dict:
+    node = root
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
+
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"  # names become path components and wildcards
+RESERVED = {NONE, "base"}
+
+
+def _algorithm_errors(section: str, entries: dict, field: str, defs: dict, root: dict) -> tuple[dict, list[str]]:
+    """Validate each entry of a section against the sub-schema its ``field`` names; fill its defaults."""
+    resolved, problems = {}, []
+    for name, entry in entries.items():
+        kind = entry.get(field) if isinstance(entry, dict) else None
+        sub = defs.get(kind)
+        if sub is None:  # the generic schema pass has already reported it
+            resolved[name] = entry
+            continue
+        schema = {**sub, "$defs": root.get("$defs", {})}
+        for e in Draft202012Validator(schema).iter_errors(entry):
+            problems.append(f"{section}.{name}." + _describe(e, schema).removeprefix("(top level)").lstrip("."))
+        resolved[name] = fill_defaults(entry, schema)
+    return resolved, problems
+
+
+def _reference_errors(cfg: dict) -> list[str]:
+    problems = []
+    refs = [("run.models", "models", ()), ("run.targets", "concepts", ()),
+            ("run.preserve", "concepts", ()), ("run.methods", "methods", ()),
+            ("run.prunings", "prunings", (NONE,)), ("run.attacks", "attacks", (NONE,))]
+    for key, section, extra in refs:
+        known = [*extra, *cfg.get(section, {})]
+        for value in cfg["run"].get(key.split(".")[1], []):
+            if value not in known:
+                problems.append(f"{key}: {value!r} is not defined; allowed values: {', '.join(map(repr, known)) or '(none defined)'}")
+    import re
+    for section in ("models", "concepts", "methods", "prunings", "attacks"):
+        for name in cfg.get(section, {}):
+            if not re.match(NAME_PATTERN, name) or name in RESERVED:
+                problems.append(f"{section}.{name}: invalid name; names become file paths: use letters, digits "
+                                f"and _ . + - (not starting with a symbol), and not {' or '.join(sorted(RESERVED))}")
+    overlap = set(cfg["run"]["targets"]) & set(cfg["run"].get("preserve", []))
+    if overlap:
+        problems.append(f"run.preserve: {sorted(overlap)} also in run.targets; a concept is erased or preserved, not both")
+    return problems
+
+
+def _file_errors(cfg: dict, root: Path) -> list[str]:
+    from .prompts import PromptSetError, load_prompts
+    problems = []
+    for name, model in cfg["models"].items():
+        if model["source"] == "hub":
+            for key in ("repo_id", "revision"):
+                if not model.get(key):
+                    problems.append(f"models.{name}.{key}: required for source 'hub' "
+                                    f"(a pinned revision makes every download the same model)")
+        elif model["source"] == "local" or (model["source"] == "conceptworld" and not model.get("retrain")):
+            path = model.get("path")
+            # a local model is a pipeline directory; ConceptWorld's weights hold one in pipeline/
+            index = "model_index.json" if model["source"] == "local" else "pipeline/model_index.json"
+            if not path:
+                problems.append(f"models.{name}.path: required for source {model['source']!r}")
+            elif not (root / path / index).is_file():
+                problems.append(f"models.{name}.path: {path!r} is not a {model['source']} model directory "
+                                f"({root / path / index} not found)")
+    used = set(cfg["run"]["targets"]) | set(cfg["run"].get("preserve", []))
+    for name in sorted(used & set(cfg["concepts"])):
+        concept = cfg["concepts"][name]
+        try:
+            load_prompts(root / concept["prompts"], cfg["generation"]["guidance"])
+        except PromptSetError as e:
+            problems.append(f"concepts.{name}.prompts: {e}")
+    return problems
+
+
+def validate(config: dict, root: str | Path = ".", schema: dict | None = None) -> dict:
+    """The config with defaults filled in; raise ConfigError listing every problem found.
+
+    Checks run in layers: the schema, then each method/detector against its own
+    sub-schema, then names that refer to other sections, then files. A layer
+    that needs a well-formed section runs only if that section is well formed,
+    so one run reports as many independent problems as it can.
+    """
+    schema = schema or load_schema()
+    root = Path(root)
+    cfg = fill_defaults(config, schema)
+    problems = schema_errors(cfg, schema)
+    defs = schema["$defs"]
+    if _is_map_of_maps(cfg.get("methods")):
+        cfg["methods"], p = _algorithm_errors("methods", cfg["methods"], "algorithm", defs["algorithms"], schema)
+        problems += p
+    if _is_map_of_maps(cfg.get("concepts")):
+        for name, concept in cfg["concepts"].items():
+            concept.setdefault("erase", [name])
+            if isinstance(concept.get("detector"), dict):
+                det, p = _algorithm_errors(f"concepts.{name}", {"detector": concept["detector"]}, "kind",
+                                           defs["detectors"], schema)
+                concept["detector"] = det["detector"]
+                problems += p
+    if problems:  # cross-references and files assume a well-formed config
+        raise ConfigError(problems)
+    problems += _reference_errors(cfg)
+    if not problems:
+        problems += _file_errors(cfg, root)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _is_map_of_maps(x) -> bool:
+    return isinstance(x, dict) and all(isinstance(v, dict) for v in x.values())

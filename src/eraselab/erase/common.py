@@ -1,0 +1,62 @@
+"""What erasure methods share: the concept they erase, parameter sets, text encoding."""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import torch
+
+
+class DivergenceError(RuntimeError):
+    """The optimisation produced a NaN or infinite loss; nothing is saved."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Concept:
+    name: str
+    type: str                      # object | style | implicit
+    erase: tuple[str, ...]         # prompts the method is given
+    anchor: str = ""               # what the concept is mapped to ("" = unconditional)
+    preserve: tuple[str, ...] = ()  # prompts closed-form methods must keep
+
+    @classmethod
+    def from_config(cls, name: str, cfg: dict) -> "Concept":
+        return cls(name=name, type=cfg["type"], erase=tuple(cfg.get("erase") or [name]),
+                   anchor=cfg.get("anchor", ""), preserve=tuple(cfg.get("preserve", ())))
+
+
+# Which UNet parameters each ESD-style train method updates. noxattn follows the paper-era
+# CompVis code: everything but cross-attention, the time embedding and the output layers.
+PARAMETER_SETS = {
+    "xattn": (r"attn2\.", None),
+    "xattn-strict": (r"attn2\.to_[kv]\.", None),
+    "noxattn": (r"", r"attn2\.|^time_embedding\.|^conv_norm_out\.|^conv_out\."),
+    "selfattn": (r"attn1\.", None),
+    "full": (r"", None),
+}
+
+
+def select_parameters(unet: torch.nn.Module, train: str) -> list[str]:
+    """Names of the UNet parameters a train method updates, in model order."""
+    if train not in PARAMETER_SETS:
+        raise ValueError(f"unknown parameter set {train!r}; allowed: {', '.join(PARAMETER_SETS)}")
+    include, exclude = PARAMETER_SETS[train]
+    names = [n for n, _ in unet.named_parameters()
+             if re.search(include, n) and not (exclude and re.search(exclude, n))]
+    if not names:
+        raise ValueError(f"parameter set {train!r} matches no parameter of this UNet")
+    return names
+
+
+@torch.no_grad()
+def encode_prompts(pipe, prompts: list[str]) -> torch.Tensor:
+    """Text-encoder hidden states, N x 77 x D, exactly as the pipeline conditions the UNet."""
+    embeds, _ = pipe.encode_prompt(prompts, device=pipe.device, num_images_per_prompt=1,
+                                   do_classifier_free_guidance=False)
+    return embeds
+
+
+def check_finite(loss: torch.Tensor, method: str, step: int) -> None:
+    if not torch.isfinite(loss):
+        raise DivergenceError(f"{method} diverged at step {step}: loss is {loss.item()}; "
+                              f"lower the learning rate (nothing was saved)")

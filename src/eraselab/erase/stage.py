@@ -1,0 +1,25 @@
+"""The erase stage: base model + concept + method -> delta (changed tensors + metadata)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..checkpoint import Checkpointer, checkpoint_dir_for
+from ..delta import save_delta
+from ..models import load_pipeline
+from ..runtime import progress, stage
+from . import ALGORITHMS
+from .common import Concept
+
+
+def run(base: str | Path, out: str | Path, spec: dict) -> None:
+    """spec: {"method": {algorithm, ...}, "method_name": str, "concept": {...}, "seed": int}."""
+    method, seed = spec["method"], spec["seed"]
+    concept = Concept.from_config(spec["concept"]["name"], spec["concept"])
+    with stage("erase", spec, seed) as run_info:
+        pipe = load_pipeline(base)
+        ckpt = Checkpointer(checkpoint_dir_for(out), spec, method.get("checkpoint_every", 100))
+        bar = progress(method.get("iterations"), f"erase {concept.name} with {spec['method_name']}")
+        tensors, record = ALGORITHMS[method["algorithm"]](pipe, concept, method, seed, progress=bar, ckpt=ckpt)
+        bar.close()
+        save_delta(out, tensors, {**run_info.record(), "base": str(base), **record})
+        ckpt.clear()

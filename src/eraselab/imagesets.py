@@ -1,0 +1,84 @@
+"""Image sets: one tar archive of PNGs per (model variant, prompt set), with a preview beside it.
+
+Thousands of loose image files make DVC and shared filesystems slow, so a set
+is one archive: ``index.csv`` (a row per image: file, prompt row, seed,
+guidance and any label columns of the prompt set) and ``NNNNN.png`` files.
+``set.json`` beside it records provenance and the archive's checksum; a small
+``preview.png`` grid beside it can be looked at without unpacking anything.
+"""
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from .artifacts import ArtifactError, atomic_path, read_json, sha256, write_json
+
+
+def sidecar(path: str | Path, name: str) -> Path:
+    """A file kept beside an archive: results/.../circle.tar -> results/.../circle.{name}."""
+    return Path(path).with_suffix(f".{name}")
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime = len(data), 0  # fixed mtime: same images, same archive bytes
+    tar.addfile(info, io.BytesIO(data))
+
+
+def save_image_set(path: str | Path, images: np.ndarray, index: pd.DataFrame, meta: dict,
+                   preview: int = 16) -> None:
+    """Write the archive, its preview grid and its metadata, each atomically (metadata last)."""
+    if len(images) != len(index):
+        raise ValueError(f"{len(images)} images but {len(index)} index rows")
+    index = index.reset_index(drop=True).copy()
+    index.insert(0, "file", [f"{i:05d}.png" for i in range(len(index))])
+    with atomic_path(path) as tmp:
+        with tarfile.open(tmp, "w") as tar:
+            _add(tar, "index.csv", index.to_csv(index=False).encode())
+            for name, image in zip(index["file"], images):
+                _add(tar, name, _png_bytes(image))
+    if preview:
+        with atomic_path(sidecar(path, "preview.png")) as tmp:
+            Image.fromarray(grid(images[:preview])).save(tmp)
+    write_json(sidecar(path, "json"), {**meta, "n_images": len(images), "sha256": sha256(path),
+                                       "shape": list(images.shape[1:])})
+
+
+def load_image_set(path: str | Path, verify: bool = True) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    """uint8 N x H x W x 3 images, the index, and the metadata; raise ArtifactError on damage."""
+    path = Path(path)
+    meta = read_json(sidecar(path, "json"))
+    if verify and sha256(path) != meta.get("sha256"):
+        raise ArtifactError(f"{path}: checksum mismatch: the image archive is truncated or corrupted; "
+                            f"rerun its generate job")
+    try:
+        with tarfile.open(path) as tar:
+            index = pd.read_csv(tar.extractfile("index.csv"), keep_default_na=False)
+            images = [np.asarray(Image.open(io.BytesIO(tar.extractfile(f).read())).convert("RGB"))
+                      for f in index["file"]]
+    except (tarfile.TarError, KeyError, OSError) as e:
+        raise ArtifactError(f"{path}: unreadable image archive ({e}); rerun its generate job") from None
+    return np.stack(images), index, meta
+
+
+def grid(images: np.ndarray, cols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile images into one uint8 image (white padding), for previews and report grids."""
+    n, h, w, _ = images.shape
+    cols = cols or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = image
+    return out

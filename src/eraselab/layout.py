@@ -1,0 +1,54 @@
+"""Where every artifact lives: one place for the path patterns rules and code share.
+
+A *variant* is a model the pipeline evaluates: the base model (``base``) or
+an erased one, ``{target}/{prune}/{method}`` (prune ``none`` when the erasure
+ran on the unpruned model). Everything a variant produces sits under
+``results/{model}/{variant}/``:
+
+    results/conceptworld/base/images/circle.tar
+    results/conceptworld/triangle/none/esd-x/delta.safetensors
+    results/conceptworld/triangle/none/esd-x/images/triangle.tar
+    results/conceptworld/triangle/none/esd-x/scores.csv
+"""
+from __future__ import annotations
+
+import itertools
+
+BASE = "base"
+RESOURCES = "resources/models/{model}"
+CONCEPTWORLD_TRAINED = "results/{model}/conceptworld"
+VARIANT = "results/{model}/{variant}"
+DELTA = "results/{model}/{target}/{prune}/{method}/delta.safetensors"
+IMAGES = VARIANT + "/images/{promptset}.tar"
+SCORES = VARIANT + "/scores.csv"
+RATES = VARIANT + "/rates.json"
+REPORT = "results/report"
+
+# Wildcard constraints: names are single path components; a variant is base or three of them.
+NAME = r"[A-Za-z0-9][A-Za-z0-9_.+-]*"
+VARIANT_RE = rf"{BASE}|{NAME}/{NAME}/{NAME}"
+
+
+def variant(target: str, prune: str, method: str) -> str:
+    return f"{target}/{prune}/{method}"
+
+
+def parse_variant(v: str) -> dict[str, str | None]:
+    """``base`` or ``target/prune/method`` -> its parts (None for the base model)."""
+    if v == BASE:
+        return {"target": None, "prune": None, "method": None}
+    target, prune, method = v.split("/")
+    return {"target": target, "prune": prune, "method": method}
+
+
+def grid(run: dict) -> list[tuple[str, str]]:
+    """Every (model, variant) the run evaluates, base models first."""
+    out = [(m, BASE) for m in run["models"]]
+    out += [(m, variant(t, p, e)) for m, t, p, e in itertools.product(
+        run["models"], run["targets"], run["prunings"], run["methods"])]
+    return out
+
+
+def prompt_sets(run: dict) -> list[str]:
+    """The prompt sets every variant generates: the targets', then the preserved concepts'."""
+    return list(dict.fromkeys([*run["targets"], *run["preserve"]]))

@@ -1,0 +1,89 @@
+"""The base-model stage and loading of models: base pipelines and their erased variants.
+
+Every base model becomes a diffusers ``StableDiffusionPipeline`` directory:
+- ``hub``: downloaded once with huggingface_hub at a pinned revision into
+  ``resources/models/<name>`` (only the fp32 safetensors the pipeline needs);
+- ``conceptworld``: the shipped (or retrained) weights plus the CLIP tokenizer
+  built offline from open_clip's vocabulary;
+- ``local``: an existing diffusers directory, used in place.
+Later stages load a base directory, then apply a pruning mask and an erasure
+delta, so an erased model is never stored whole.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from .artifacts import ArtifactError, atomic_path, write_json
+
+# What a Stable Diffusion pipeline needs from a hub repo: configs, tokenizer, fp32 safetensors.
+HUB_FILES = ["model_index.json", "scheduler/*", "tokenizer/*", "text_encoder/config.json",
+             "text_encoder/model.safetensors", "unet/config.json",
+             "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
+             "vae/diffusion_pytorch_model.safetensors"]
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def download(repo_id: str, revision: str, out_dir: str | Path) -> None:
+    """Fetch a pipeline from the Hugging Face hub at a fixed revision (needs network; done once)."""
+    from huggingface_hub import snapshot_download
+    with atomic_path(out_dir, directory=True) as tmp:
+        try:
+            snapshot_download(repo_id, revision=revision, local_dir=tmp, allow_patterns=HUB_FILES)
+        except Exception as e:
+            raise RuntimeError(
+                f"could not download {repo_id}@{revision}: {e}\n"
+                f"Without network access, download it elsewhere (huggingface-cli download {repo_id} "
+                f"--revision {revision}) and point the model at it with source: local, path: <dir>.") from e
+        write_json(tmp / "eraselab_source.json", {"repo_id": repo_id, "revision": revision})
+
+
+def assemble_conceptworld(weights: str | Path, out_dir: str | Path) -> None:
+    """ConceptWorld's pipeline weights plus the offline-built CLIP tokenizer, as one diffusers directory.
+
+    The world's attribute classifier (its exact scorer) and quality record travel
+    with the model, in ``classifier/`` and ``quality.json``.
+    """
+    from .tokenizer import build_clip_tokenizer
+    weights = Path(weights)
+    for need in ("pipeline/model_index.json", "classifier/classifier.safetensors"):
+        if not (weights / need).is_file():
+            raise ArtifactError(f"{weights / need}: missing; not a ConceptWorld weights directory")
+    with atomic_path(out_dir, directory=True) as tmp:
+        shutil.copytree(weights / "pipeline", tmp, dirs_exist_ok=True)
+        shutil.copytree(weights / "classifier", tmp / "classifier")
+        for extra in ("quality.json", "world.json"):
+            if (weights / extra).is_file():
+                shutil.copy2(weights / extra, tmp / extra)
+        build_clip_tokenizer(tmp / "tokenizer")
+
+
+def load_pipeline(path: str | Path, dtype: str = "float32", device: str | None = None):
+    """A StableDiffusionPipeline from a diffusers directory, without the safety checker."""
+    from diffusers import StableDiffusionPipeline
+
+    from .runtime import device as default_device, quiet_libraries
+    path = Path(path)
+    if not (path / "model_index.json").is_file():
+        raise ArtifactError(f"{path}: not a diffusers pipeline directory (no model_index.json)")
+    quiet_libraries()
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(path, dtype=DTYPES[dtype], safety_checker=None,
+                                                       feature_extractor=None, requires_safety_checker=False)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ArtifactError(f"{path}: cannot load the pipeline (missing or corrupted weights?): {e}") from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device or default_device())
+
+
+def load_variant(base: str | Path, delta: str | Path | None = None, dtype: str = "float32",
+                 device: str | None = None):
+    """The base pipeline with an erasure delta applied, if given."""
+    from .delta import apply_delta
+    pipe = load_pipeline(base, dtype, device)
+    if delta:
+        apply_delta(pipe, delta)
+    return pipe
+

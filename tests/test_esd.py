@@ -1,0 +1,99 @@
+"""ESD: the right parameters train, the loss falls, the concept goes, and a delta reproduces the model."""
+import numpy as np
+import pytest
+import torch
+
+from eraselab.delta import apply_delta, save_delta
+from eraselab.erase import Concept, DivergenceError, select_parameters
+from eraselab.erase.esd import esd
+
+from conftest import ROOT
+
+CONCEPT = Concept(name="triangle", type="object", erase=("triangle",))
+FAST = dict(algorithm="esd", train="xattn", iterations=6, lr=1e-3, negative_guidance=1.0, sampling="frozen",
+            ddim_steps=4, start_guidance=3.0, batch_size=2, cache_trajectories=2)
+
+
+def test_parameter_sets(tiny_pipe):
+    unet = tiny_pipe.unet
+    x, u, s = (select_parameters(unet, m) for m in ("xattn", "noxattn", "xattn-strict"))
+    assert x and all("attn2." in n for n in x)
+    assert set(s) < set(x) and all(".to_k." in n or ".to_v." in n for n in s)
+    assert not any("attn2." in n or n.startswith(("time_embedding.", "conv_out.", "conv_norm_out.")) for n in u)
+    assert set(x) | set(u) | {n for n, _ in unet.named_parameters() if n.startswith(("time_emb", "conv_out", "conv_norm_out"))} \
+        == {n for n, _ in unet.named_parameters()}
+    with pytest.raises(ValueError, match="allowed: xattn"):
+        select_parameters(unet, "attn7")
+
+
+@pytest.mark.parametrize("sampling", ["frozen", "ddim"])
+def test_only_selected_parameters_change(tiny_pipe, sampling):
+    before = {n: p.clone() for n, p in tiny_pipe.unet.named_parameters()}
+    tensors, record = esd(tiny_pipe, CONCEPT, {**FAST, "sampling": sampling}, seed=0)
+    names = {k.removeprefix("unet.") for k in tensors}
+    assert names == set(select_parameters(tiny_pipe.unet, "xattn")) and len(record["losses"]) == 6
+    for n, p in tiny_pipe.unet.named_parameters():
+        assert torch.equal(p, before[n]) != (n in names), n
+
+
+def test_same_seed_same_result_and_delta_reproduces_model(tiny_pipe_dir, tmp_path):
+    from eraselab.models import load_pipeline
+    a, _ = esd(load_pipeline(tiny_pipe_dir), CONCEPT, FAST, seed=1)
+    pipe = load_pipeline(tiny_pipe_dir)
+    b, _ = esd(pipe, CONCEPT, FAST, seed=1)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    save_delta(tmp_path / "d.safetensors", b, {})
+    rebuilt = load_pipeline(tiny_pipe_dir)
+    apply_delta(rebuilt, tmp_path / "d.safetensors")
+    for (n, p), (_, q) in zip(pipe.unet.named_parameters(), rebuilt.unet.named_parameters()):
+        assert torch.equal(p, q), n
+
+
+def test_resume_after_interruption_gives_the_same_result(tiny_pipe_dir, tmp_path):
+    from eraselab.checkpoint import Checkpointer
+    from eraselab.models import load_pipeline
+    params = {**FAST, "iterations": 8}
+    whole, _ = esd(load_pipeline(tiny_pipe_dir), CONCEPT, params, seed=2)
+
+    class KillAt:
+        def __init__(self, n): self.n, self.seen = n, 0
+        def update(self, k):
+            self.seen += k
+            if self.seen == self.n:
+                raise KeyboardInterrupt
+        def set_postfix(self, **kw): pass
+
+    ckpt = Checkpointer(tmp_path / "ckpt", params, every=3)
+    with pytest.raises(KeyboardInterrupt):
+        esd(load_pipeline(tiny_pipe_dir), CONCEPT, params, seed=2, progress=KillAt(5), ckpt=ckpt)
+    assert ckpt.load()["step"] == 3
+    resumed, record = esd(load_pipeline(tiny_pipe_dir), CONCEPT, params, seed=2, ckpt=ckpt)
+    assert len(record["losses"]) == 8
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_divergence_stops_with_a_clear_error(tiny_pipe):
+    with pytest.raises(DivergenceError, match="ESD diverged at step 0: loss is nan"):
+        esd(tiny_pipe, CONCEPT, {**FAST, "negative_guidance": float("nan")}, seed=0)
+
+
+@pytest.mark.slow
+def test_esd_erases_a_concept_on_conceptworld(conceptworld_pipe, conceptworld_dir):
+    """On the real ConceptWorld model: the loss falls and the triangle rate at least halves."""
+    from eraselab.generate import generate_images
+    from eraselab.prompts import load_prompts
+    from eraselab.score import make_detector
+    ps = load_prompts(ROOT / "data" / "prompts" / "conceptworld" / "triangle.csv")
+    detector = make_detector({"kind": "conceptworld", "attribute": "shape", "value": "triangle"}, conceptworld_dir)
+
+    def rate():
+        images = generate_images(conceptworld_pipe, ps.prompts, ps.seeds, ps.guidances, steps=20, batch_size=64)
+        return detector(images)["detected"].mean()
+
+    before = rate()
+    params = {**FAST, "iterations": 150, "lr": 1e-4, "ddim_steps": 20, "batch_size": 4, "cache_trajectories": 8}
+    _, record = esd(conceptworld_pipe, CONCEPT, params, seed=0)
+    after = rate()
+    losses = np.array(record["losses"])
+    assert losses[-30:].mean() < losses[:30].mean()
+    assert before >= 0.7 and after <= before / 2, (before, after)

@@ -1,0 +1,26 @@
+rule base_model:
+    """A base model as a diffusers directory: downloaded (hub) or assembled (ConceptWorld)."""
+    input:
+        weights=lambda w: plan.conceptworld_weights(config, w.model),
+    output:
+        directory(layout.RESOURCES),
+    params:
+        spec=spec(plan.base_model_spec),
+        weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
+    log:
+        "logs/base_model/{model}.log",
+    shell:
+        "eraselab base_model --spec {params.spec:q} {params.weights} --out {output} > {log} 2>&1"
+
+
+rule train_conceptworld:
+    """Train ConceptWorld's tiny SD-architecture model and its attribute classifier from scratch."""
+    output:
+        directory(layout.CONCEPTWORLD_TRAINED),
+    params:
+        spec=lambda w: json.dumps(plan.train_spec(config), sort_keys=True),
+    threads: workflow.cores
+    log:
+        "logs/train_conceptworld/{model}.log",
+    shell:
+        "eraselab --threads {threads} train_conceptworld --spec {params.spec:q} --out {output} > {log} 2>&1"

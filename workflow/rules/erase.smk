@@ -1,0 +1,15 @@
+rule erase:
+    """Erase a concept with one method; writes only the changed tensors and their metadata."""
+    input:
+        base=lambda w: plan.model_dir(config, w.model),
+    output:
+        delta=layout.DELTA,
+        meta=layout.DELTA.replace(".safetensors", ".json"),
+    params:
+        spec=spec(plan.erase_spec),
+    threads: 1
+    log:
+        "logs/erase/{model}/{target}/{prune}/{method}.log",
+    shell:
+        "eraselab --threads {threads} erase --base {input.base} --spec {params.spec:q} "
+        "--out {output.delta} > {log} 2>&1"

@@ -1,0 +1,18 @@
+rule generate:
+    """Images for every prompt set of one model variant (base or erased), one archive per set."""
+    input:
+        unpack(lambda w: plan.generate_inputs(config, w.model, w.variant)),
+    output:
+        images=expand(layout.IMAGES, promptset=PROMPT_SETS, allow_missing=True),
+        meta=expand(layout.IMAGES.replace(".tar", ".json"), promptset=PROMPT_SETS, allow_missing=True),
+    params:
+        spec=spec(plan.generate_spec),
+        delta=lambda w, input: f"--delta {input.delta}" if "delta" in input.keys() else "",
+        prompts=lambda w: " ".join(f"{ps}={config['concepts'][ps]['prompts']}" for ps in PROMPT_SETS),
+        images=lambda w, output: " ".join(f"{ps}={p}" for ps, p in zip(PROMPT_SETS, output.images)),
+    threads: 1
+    log:
+        "logs/generate/{model}/{variant}.log",
+    shell:
+        "eraselab --threads {threads} generate --base {input.base} {params.delta} --spec {params.spec:q} "
+        "--prompts {params.prompts} --images {params.images} > {log} 2>&1"

@@ -1,0 +1,17 @@
+rule score:
+    """Detect each prompt set's concept in its images; per-image scores and per-concept rates."""
+    input:
+        base=lambda w: plan.model_dir(config, w.model),
+        images=lambda w: list(plan.image_paths(config, w.model, w.variant).values()),
+    output:
+        scores=layout.SCORES,
+        rates=layout.RATES,
+    params:
+        spec=spec(plan.score_spec),
+        images=lambda w, input: " ".join(f"{ps}={p}" for ps, p in zip(PROMPT_SETS, input.images)),
+    threads: 1
+    log:
+        "logs/score/{model}/{variant}.log",
+    shell:
+        "eraselab --threads {threads} score --base {input.base} --spec {params.spec:q} "
+        "--images {params.images} --scores {output.scores} --rates {output.rates} > {log} 2>&1"
