@@ -13,17 +13,27 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class ArchConfig:
+    """Shapes of an SD-v1-architecture pipeline. The defaults are ConceptWorld's."""
     image_size: int = 32
-    vae_channels: tuple[int, ...] = (32, 64)  # 2 levels -> latents at 1/2 resolution
+    vae_channels: tuple[int, ...] = (16, 32, 32)  # n levels -> latents at 1/2^(n-1) resolution
+    vae_layers_per_block: int = 1
     latent_channels: int = 4
-    unet_channels: tuple[int, ...] = (64, 128, 128)
+    unet_channels: tuple[int, ...] = (32, 64, 64)
     unet_layers_per_block: int = 1
-    unet_heads: int = 4
-    norm_groups: int = 16
+    unet_heads: int = 8          # diffusers' SD1 `attention_head_dim`, which is the number of heads
+    norm_groups: int = 8
     text_width: int = 64
     text_layers: int = 2
     text_heads: int = 4
     max_tokens: int = 77
+
+
+# Stable Diffusion v1.4's shapes (CompVis/stable-diffusion-v1-4 configs): 860M-parameter UNet,
+# CLIP ViT-L/14 text encoder, 8x-downsampling VAE. Used with random weights for benchmarks and tests.
+SD14 = ArchConfig(image_size=512, vae_channels=(128, 256, 512, 512), vae_layers_per_block=2,
+                  unet_channels=(320, 640, 1280, 1280), unet_layers_per_block=2, unet_heads=8,
+                  norm_groups=32, text_width=768, text_layers=12, text_heads=12)
+ARCHITECTURES = {"conceptworld": ArchConfig(), "sd14": SD14}
 
     @property
     def latent_size(self) -> int:
@@ -43,7 +53,7 @@ def build_vae(a: ArchConfig):
     return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=a.latent_channels,
                          down_block_types=("DownEncoderBlock2D",) * n,
                          up_block_types=("UpDecoderBlock2D",) * n,
-                         block_out_channels=a.vae_channels, layers_per_block=1,
+                         block_out_channels=a.vae_channels, layers_per_block=a.vae_layers_per_block,
                          norm_num_groups=min(a.norm_groups, a.vae_channels[0]),
                          sample_size=a.image_size)
 
@@ -59,8 +69,7 @@ def build_unet(a: ArchConfig):
                                 up_block_types=up, block_out_channels=a.unet_channels,
                                 layers_per_block=a.unet_layers_per_block,
                                 cross_attention_dim=a.text_width,
-                                attention_head_dim=a.unet_channels[0] // a.unet_heads,
-                                norm_num_groups=a.norm_groups)
+                                attention_head_dim=a.unet_heads, norm_num_groups=a.norm_groups)
 
 
 def build_text_encoder(a: ArchConfig):
@@ -76,3 +85,19 @@ def build_text_encoder(a: ArchConfig):
 def build_scheduler():
     from diffusers import DDIMScheduler
     return DDIMScheduler(**sd_noise_schedule())
+
+
+def build_random_pipeline(a: ArchConfig, out_dir, seed: int = 0) -> None:
+    """A randomly initialised SD-architecture pipeline of shapes ``a``, saved as a diffusers directory.
+
+    Shapes, not values, decide speed and memory, so SD-v1.4-shaped random weights
+    stand in for SD v1.4 in benchmarks and tests, with no download.
+    """
+    import torch
+
+    from ..tokenizer import build_clip_tokenizer
+    from .train import assemble_pipeline
+    torch.manual_seed(seed)
+    pipe = assemble_pipeline(build_vae(a), build_text_encoder(a), build_clip_tokenizer(out_dir / "tokenizer"),
+                             build_unet(a), build_scheduler())
+    pipe.save_pretrained(out_dir, safe_serialization=True)
