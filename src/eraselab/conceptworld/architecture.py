@@ -27,6 +27,10 @@ class ArchConfig:
     text_heads: int = 4
     max_tokens: int = 77
 
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // 2 ** (len(self.vae_channels) - 1)
+
 
 # Stable Diffusion v1.4's shapes (CompVis/stable-diffusion-v1-4 configs): 860M-parameter UNet,
 # CLIP ViT-L/14 text encoder, 8x-downsampling VAE. Used with random weights for benchmarks and tests.
@@ -35,9 +39,6 @@ SD14 = ArchConfig(image_size=512, vae_channels=(128, 256, 512, 512), vae_layers_
                   norm_groups=32, text_width=768, text_layers=12, text_heads=12)
 ARCHITECTURES = {"conceptworld": ArchConfig(), "sd14": SD14}
 
-    @property
-    def latent_size(self) -> int:
-        return self.image_size // 2 ** (len(self.vae_channels) - 1)
 
 
 def sd_noise_schedule() -> dict:
