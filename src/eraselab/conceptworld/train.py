@@ -43,7 +43,7 @@ class TrainSettings:
     vae_lr: float = 2e-3
     unet_steps: int = 2000
     unet_batch: int = 64
-    unet_lr: float = 2e-3
+    unet_lr: float = 1e-3
     min_snr_gamma: float = 5.0
     warmup_steps: int = 100
     cond_dropout: float = 0.1

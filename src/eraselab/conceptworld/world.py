@@ -31,10 +31,10 @@ NIGHT_PHRASES = ("at night", "at midnight", "under the moon", "under the stars",
 class World:
     """The vocabulary and look of a ConceptWorld. Small worlds make fast tests."""
 
-    shapes: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross")
+    shapes: tuple[str, ...] = ("circle", "square", "triangle", "cross")
     colours: Mapping[str, tuple[int, int, int]] = dataclasses.field(default_factory=lambda: {
         "red": (215, 40, 40), "green": (30, 160, 60), "blue": (40, 80, 220),
-        "yellow": (235, 195, 20), "purple": (140, 50, 180)})
+        "yellow": (235, 195, 20)})
     # artist name -> surface texture; "plain" is the absence of a style.
     styles: Mapping[str, str] = dataclasses.field(default_factory=lambda: {
         "plain": "flat", "Brellin": "stripes", "Okonta": "outline", "Sarvik": "shaded"})
