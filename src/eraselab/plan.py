@@ -88,10 +88,14 @@ def report_spec(cfg: dict) -> dict:
     return {"entries": report_entries(cfg), **cfg["report"]}
 
 
-def resources(cfg: dict, rule: str) -> dict:
-    """What a rule's jobs ask for (config `resources:`), as Snakemake resources plus threads."""
+def resources(cfg: dict, rule: str, attempt: int = 1) -> dict:
+    """What a rule's jobs ask for (config `resources:`), as Snakemake resources plus threads.
+
+    A retried job asks for ``attempt`` times the configured runtime and memory: on a cluster,
+    time and memory limits are what kill jobs (profiles/slurm sets the retries).
+    """
     r = {**cfg["resources"]["default"], **cfg["resources"].get(rule, {})}
-    out = {k: r[k] for k in ("threads", "mem_mb", "runtime") if k in r}
+    out = {k: r[k] * (attempt if k in ("mem_mb", "runtime") else 1) for k in ("threads", "mem_mb", "runtime") if k in r}
     if r.get("gpu"):  # a CPU job names no GPU: the SLURM plugin would turn a model into --gpus=MODEL:0
         out["gpu"] = r["gpu"]
         if r.get("gpu_model"):

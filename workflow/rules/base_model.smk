@@ -23,7 +23,7 @@ rule train_conceptworld:
         directory(layout.CONCEPTWORLD_TRAINED),
     params:
         spec=lambda w: json.dumps(plan.train_spec(config), sort_keys=True),
-    threads: workflow.cores
+    threads: threads_of("train_conceptworld")  # locally: at most --cores
     resources:
         **resources_of("train_conceptworld"),
     log:

@@ -1,7 +1,7 @@
 # Validation and the helpers every rule uses. The logic lives in src/eraselab (plan, config, layout).
 import json
 
-from eraselab import fingerprint, layout, plan
+from eraselab import fingerprint, layout, plan, sharing
 from eraselab.config import ConfigError, validate
 
 try:
@@ -28,6 +28,8 @@ def ignore_file_times():
 
 
 ignore_file_times()
+if workflow.is_main_process:  # Snakemake rewrites these records in place: never through a DVC link
+    sharing.make_private(".snakemake/metadata")
 
 
 wildcard_constraints:
@@ -48,8 +50,13 @@ PROMPT_SETS = layout.prompt_sets(config["run"])
 
 
 def resources_of(rule):
-    """A rule's resources from the config's `resources:` section (threads are set apart)."""
-    return {k: v for k, v in plan.resources(config, rule).items() if k != "threads"}
+    """A rule's resources from the config's `resources:` section (threads are set apart); a retried
+    job asks for more time and memory (plan.resources)."""
+    out = {k: v for k, v in plan.resources(config, rule).items() if k != "threads"}
+    for key in ("runtime", "mem_mb"):
+        if key in out:
+            out[key] = lambda w, attempt, key=key: plan.resources(config, rule, attempt)[key]
+    return out
 
 
 def threads_of(rule):
