@@ -86,8 +86,12 @@ EOF
 # configuration must also be where SLURM looks by default. A configuration of another cluster
 # there is left alone.
 ETC=/etc/slurm/slurm.conf
-if [ -e "$ETC" ] && [ "$(readlink -f "$ETC")" != "$D/slurm.conf" ]; then
-    fail "$ETC belongs to another cluster; not replacing it"
+if [ -e "$ETC" ] && [ ! -L "$ETC" ]; then
+    fail "$ETC configures another cluster; not replacing it"
+fi
+other=$(dirname "$(readlink -m "$ETC")")
+if [ -L "$ETC" ] && [ "$other" != "$D" ] && [ -s "$other/slurmctld.pid" ] && kill -0 "$(cat "$other/slurmctld.pid")" 2>/dev/null; then
+    fail "another test cluster is running from $other (stop it: tests/slurm/stop_slurm.sh $other)"
 fi
 mkdir -p /etc/slurm && ln -sfn "$D/slurm.conf" "$ETC"
 
