@@ -28,6 +28,10 @@ from pathlib import Path
 
 PACKAGE = "eraselab"
 PACKAGE_DIR = Path(__file__).resolve().parent
+# Not part of any stage's code: the package's __init__ (its version number), the CLI (it dispatches
+# to every stage) and this module (it only measures code; runtime imports it to record the code
+# version). None of them changes what a stage computes.
+TOOLING = {PACKAGE, f"{PACKAGE}.cli", f"{PACKAGE}.fingerprint"}
 
 
 # --- source data -----------------------------------------------------------
@@ -108,7 +112,7 @@ def closure(tree: ast.AST, module: str, is_package: bool = False) -> list[str]:
     todo, seen = list(imports(tree, module, is_package)), set()
     while todo:
         name = todo.pop()
-        if name in seen:
+        if name in seen or name in TOOLING:
             continue
         seen.add(name)
         todo.extend(_module_imports(name))
