@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test test-fast clean
+.PHONY: setup run test test-fast share clean
 
 $(BIN)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,6 +23,12 @@ test: setup
 
 test-fast: setup
 	pytest -m "not slow"
+
+# Share artifacts through DVC (README, "HPC and sharing"), once per clone:
+#   make share REMOTE=/shared/lab/eraselab/dvc-remote CACHE=/shared/lab/eraselab/dvc-cache   (HPC)
+#   make share REMOTE=s3://bucket/eraselab                                                    (S3)
+share: setup
+	scripts/share.sh "$(REMOTE)" $(if $(CACHE),"$(CACHE)")
 
 clean:
 	rm -rf results resources logs .snakemake

@@ -16,6 +16,10 @@ include: "workflow/rules/score.smk"
 include: "workflow/rules/report.smk"
 
 
+# After every include: stamp each rule's command with the fingerprint of the code it runs.
+finish_rules(workflow)
+
+
 rule all:
     input:
         plan.final_outputs(config),

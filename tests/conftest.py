@@ -43,3 +43,21 @@ def conceptworld_dir(tmp_path_factory):
 def conceptworld_pipe(conceptworld_dir):
     from eraselab.models import load_pipeline
     return load_pipeline(conceptworld_dir)
+
+
+@pytest.fixture(scope="session")
+def shared_origin(tmp_path_factory):
+    """A copy of the project that ran the small DAG with two erasures, committed its artifacts with
+    DVC and pushed them to a directory remote: where the HPC and sharing tests start."""
+    from types import SimpleNamespace
+
+    from hpc import TWO_METHODS, dvc, git, project_copy, run, snakemake
+    base = tmp_path_factory.mktemp("sharing")
+    origin = project_copy(base / "origin")
+    snakemake(origin, "--cores", "2", *TWO_METHODS)
+    dvc(origin, "commit", "-f", "-q", "pipeline")
+    git(origin, "add", "dvc.lock")
+    git(origin, "commit", "-qm", "results")
+    run(origin, "scripts/share.sh", str(base / "remote"))
+    dvc(origin, "push", "-q")
+    return SimpleNamespace(base=base, origin=origin, remote=base / "remote")

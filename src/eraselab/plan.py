@@ -6,7 +6,11 @@ reruns a job when, and only when, one of them changes.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+
 from . import layout
+from .fingerprint import digest
 
 
 def model_dir(cfg: dict, model: str) -> str:
@@ -25,7 +29,10 @@ def conceptworld_weights(cfg: dict, model: str) -> list[str]:
 
 def base_model_spec(cfg: dict, model: str) -> dict:
     m = cfg["models"][model]
-    return {k: m[k] for k in ("source", "repo_id", "revision") if k in m}
+    spec = {k: m[k] for k in ("source", "repo_id", "revision") if k in m}
+    if m["source"] == "conceptworld" and not m["retrain"]:
+        spec["weights_sha256"] = digest(m["path"])  # the shipped weights' content, not their file times
+    return spec
 
 
 def train_spec(cfg: dict) -> dict:
@@ -62,7 +69,8 @@ def generate_inputs(cfg: dict, model: str, variant: str) -> dict:
 
 def generate_spec(cfg: dict, model: str, variant: str) -> dict:
     return {"generation": cfg["generation"], "dtype": cfg["models"][model]["dtype"],
-            "variant": variant, "model": model}
+            "variant": variant, "model": model,
+            "prompts_sha256": {ps: digest(cfg["concepts"][ps]["prompts"]) for ps in layout.prompt_sets(cfg["run"])}}
 
 
 def score_spec(cfg: dict, model: str, variant: str) -> dict:
@@ -80,8 +88,82 @@ def report_spec(cfg: dict) -> dict:
     return {"entries": report_entries(cfg), **cfg["report"]}
 
 
+def resources(cfg: dict, rule: str, attempt: int = 1) -> dict:
+    """What a rule's jobs ask for (config `resources:`), as Snakemake resources plus threads.
+
+    A retried job asks for ``attempt`` times the configured runtime and memory: on a cluster,
+    time and memory limits are what kill jobs (profiles/slurm sets the retries).
+    """
+    r = {**cfg["resources"]["default"], **cfg["resources"].get(rule, {})}
+    out = {k: r[k] * (attempt if k in ("mem_mb", "runtime") else 1) for k in ("threads", "mem_mb", "runtime") if k in r}
+    if r.get("gpu"):  # a CPU job names no GPU: the SLURM plugin would turn a model into --gpus=MODEL:0
+        out["gpu"] = r["gpu"]
+        if r.get("gpu_model"):
+            out["gpu_model"] = r["gpu_model"]
+    return out
+
+
 def final_outputs(cfg: dict) -> list[str]:
     return [f"{layout.REPORT}/{name}" for name in ("summary.csv", "summary.md", "rates.csv", "metrics.json")] \
         + [f"{layout.REPORT}/grid_{m}.png" for m in cfg["run"]["models"]]
 
 
+
+
+# --- Lineage: what a job depends on upstream -------------------------------------------
+# Timestamps are not a rerun trigger in this workflow (profiles/default: DVC and git reset
+# them). A job's spec holds its own settings; its lineage digests the specs and code of every
+# job upstream of it, so a job also reruns when something upstream changed in an earlier,
+# separate invocation (an interrupted run, or `snakemake <one delta>`). A new rule adds its
+# spec to SPECS and the producers of its inputs to `upstream`.
+
+def local_model_spec(cfg: dict, model: str) -> dict:
+    """A local model is used in place, so its identity is its content."""
+    path = cfg["models"][model]["path"]
+    return {"path": path, "sha256": digest(path)}
+
+
+SPECS = {
+    "local_model": local_model_spec,
+    "train_conceptworld": lambda cfg, model: train_spec(cfg),
+    "base_model": base_model_spec,
+    "erase": erase_spec,
+    "generate": generate_spec,
+    "score": score_spec,
+    "report": lambda cfg: report_spec(cfg),
+}
+
+
+def upstream(cfg: dict, rule: str, **w) -> list[tuple[str, dict]]:
+    """The jobs whose outputs a job reads, as (rule, wildcards)."""
+    if rule == "report":
+        return [(r, {"model": m, "variant": v}) for m, v in layout.grid(cfg["run"]) for r in ("generate", "score")]
+    if rule in ("local_model", "train_conceptworld"):
+        return []
+    m = cfg["models"][w["model"]]
+    if rule == "base_model":
+        return [("train_conceptworld", {"model": w["model"]})] if m["source"] == "conceptworld" and m["retrain"] else []
+    model = [("local_model" if m["source"] == "local" else "base_model", {"model": w["model"]})]
+    if rule == "erase":
+        return model
+    parts = layout.parse_variant(w["variant"])
+    if rule == "generate":
+        return model + ([("erase", {"model": w["model"], **parts})] if parts["method"] else [])
+    if rule == "score":
+        return model + [("generate", {"model": w["model"], "variant": w["variant"]})]
+    raise KeyError(f"plan.upstream: no lineage for rule {rule!r}; add it")
+
+
+def _identity(cfg: dict, rule: str, w: dict, code: dict[str, str]) -> str:
+    """A job's spec, its code and its upstream jobs' identities, hashed."""
+    job = [rule, SPECS[rule](cfg, **w), code.get(rule), _parents(cfg, rule, w, code)]
+    return hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
+
+
+def _parents(cfg: dict, rule: str, w: dict, code: dict[str, str]) -> list[str]:
+    return [_identity(cfg, r, pw, code) for r, pw in upstream(cfg, rule, **w)]
+
+
+def lineage(cfg: dict, rule: str, code: dict[str, str] | None = None, **w) -> str:
+    """The digest of everything upstream of a job (code: rule -> fingerprint of the code it runs)."""
+    return hashlib.sha256(json.dumps(_parents(cfg, rule, w, code or {})).encode()).hexdigest()[:16]

@@ -51,6 +51,13 @@ def summarise(df: pd.DataFrame, min_reduction: float = 0.5, max_drop_points: flo
     return pd.DataFrame(rows)
 
 
+def metrics(summary: pd.DataFrame) -> dict:
+    """The summary's numbers keyed by erased model, flat enough for `dvc metrics show` / `dvc exp show`."""
+    keys = ["model", "target", "prune", "method"]
+    return {"/".join(str(row[k]) for k in keys): {k: v for k, v in row.items() if k not in keys and k != "target_type"}
+            for row in summary.to_dict(orient="records")}
+
+
 def markdown(summary: pd.DataFrame) -> str:
     """The summary as a Markdown table, rates in percent."""
     head = ("| model | target (type) | pruning | method | base rate | erased rate | reduction | "
@@ -102,6 +109,5 @@ def run(entries: list[dict], out_dir: str | Path, spec: dict) -> None:
         for model in dict.fromkeys(e["model"] for e in entries):
             with atomic_path(out_dir / f"grid_{model}.png") as tmp:
                 image_grid([e for e in entries if e["model"] == model], spec["grid_images"]).save(tmp, format="PNG")
-        write_json(out_dir / "metrics.json", {
-            "provenance": run_info.record(),
-            "summary": summary.to_dict(orient="records")})
+        write_json(out_dir / "metrics.json", metrics(summary))
+        write_json(out_dir / "report.json", run_info.record())

@@ -70,6 +70,12 @@ def progress(total: int | None, desc: str, **kw):
                 mininterval=0.5 if tty else 15.0, **kw)
 
 
+def code_version(stage: str) -> str | None:
+    """The fingerprint of the code ``eraselab <stage>`` runs (eraselab.fingerprint)."""
+    from .fingerprint import code_fingerprint, stages
+    return code_fingerprint(stage) if stage in stages() else None
+
+
 class Run:
     """Times a stage and collects its provenance; ``record()`` is written beside each artifact."""
 
@@ -86,7 +92,7 @@ class Run:
                 "wall_time_s": round(time.perf_counter() - self.start, 3),
                 "peak_rss_mb": round(peak_rss_mb(), 1), "peak_gpu_mb": peak_gpu_mb(),
                 "device": device(), "torch_threads": torch.get_num_threads(),
-                "host": platform.node(), **self.extra}
+                "host": platform.node(), "code": code_version(self.stage), **self.extra}
 
     def done(self) -> None:
         """The timing line every long stage ends its log with."""

@@ -6,7 +6,11 @@ rule base_model:
         directory(layout.RESOURCES),
     params:
         spec=spec(plan.base_model_spec),
+        lineage=lineage("base_model"),
         weights=lambda w, input: f"--weights {input.weights}" if input.weights else "",
+    threads: threads_of("base_model")
+    resources:
+        **resources_of("base_model"),
     log:
         "logs/base_model/{model}.log",
     shell:
@@ -19,7 +23,9 @@ rule train_conceptworld:
         directory(layout.CONCEPTWORLD_TRAINED),
     params:
         spec=lambda w: json.dumps(plan.train_spec(config), sort_keys=True),
-    threads: workflow.cores
+    threads: threads_of("train_conceptworld")  # locally: at most --cores
+    resources:
+        **resources_of("train_conceptworld"),
     log:
         "logs/train_conceptworld/{model}.log",
     shell:

@@ -1,13 +1,35 @@
 # Validation and the helpers every rule uses. The logic lives in src/eraselab (plan, config, layout).
 import json
 
-from eraselab import layout, plan
+from eraselab import fingerprint, layout, plan, sharing
 from eraselab.config import ConfigError, validate
 
 try:
     config.update(validate(config, root="."))  # paths in the config are relative to the working directory
 except ConfigError as e:
     raise WorkflowError(str(e))
+
+
+def ignore_file_times():
+    """File times never decide what reruns here: `dvc pull`, git and copies reset them, and links
+    into a shared DVC cache share one time among every workspace. Content decides instead
+    (profiles/default/config.yaml). Snakemake 9 compares input and output times whatever
+    --rerun-triggers says, and marking inputs `ancient` would also stop a rerun from reaching the
+    jobs downstream, so no input is ever newer than an output in this workflow."""
+    import snakemake.io
+
+    async def never_newer(self, time):
+        return False
+
+    if not hasattr(snakemake.io._IOFile, "is_newer"):
+        raise WorkflowError("ignore_file_times: snakemake.io._IOFile.is_newer is gone; "
+                            "this Snakemake version needs another way to ignore file times")
+    snakemake.io._IOFile.is_newer = never_newer
+
+
+ignore_file_times()
+if workflow.is_main_process:  # Snakemake rewrites these records in place: never through a DVC link
+    sharing.make_private(".snakemake/metadata")
 
 
 wildcard_constraints:
@@ -25,3 +47,42 @@ def spec(fn):
 
 
 PROMPT_SETS = layout.prompt_sets(config["run"])
+
+
+def resources_of(rule):
+    """A rule's resources from the config's `resources:` section (threads are set apart); a retried
+    job asks for more time and memory (plan.resources)."""
+    out = {k: v for k, v in plan.resources(config, rule).items() if k != "threads"}
+    for key in ("runtime", "mem_mb"):
+        if key in out:
+            out[key] = lambda w, attempt, key=key: plan.resources(config, rule, attempt)[key]
+    return out
+
+
+def threads_of(rule):
+    return plan.resources(config, rule).get("threads", 1)
+
+
+def lineage(rule):
+    """A params function: the digest of everything upstream of a job (plan.lineage), so a job reruns
+    when an upstream job changed in an earlier invocation; timestamps are not a rerun trigger here."""
+    return lambda w: plan.lineage(config, rule, CODE, **dict(w))
+
+
+CODE = {}  # rule name -> fingerprint of the eraselab code its command runs
+
+
+def finish_rules(workflow):
+    """Run after every rule is defined. Snakemake's `code` trigger compares the command text it
+    records for a rule, which does not change when the eraselab code the command calls does; so
+    add to each eraselab command a comment with the fingerprint of the modules its stage runs
+    (eraselab.fingerprint). Also check that `resources:` names only rules."""
+    for r in workflow.rules:
+        stage = fingerprint.stage_of(r.shellcmd) if r.shellcmd else None
+        if stage:
+            CODE[r.name] = fingerprint.code_fingerprint(stage)
+            r.shellcmd = f"{r.shellcmd}  # eraselab {stage} code {CODE[r.name]}"
+    unknown = set(config["resources"]) - {"default"} - {r.name for r in workflow.rules}
+    if unknown:
+        raise WorkflowError(f"invalid config: resources: {', '.join(sorted(unknown))} is not a rule; "
+                            f"rules: {', '.join(sorted(r.name for r in workflow.rules))}")

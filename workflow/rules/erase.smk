@@ -7,7 +7,10 @@ rule erase:
         meta=layout.DELTA.replace(".safetensors", ".json"),
     params:
         spec=spec(plan.erase_spec),
-    threads: 1
+        lineage=lineage("erase"),
+    threads: threads_of("erase")
+    resources:
+        **resources_of("erase"),
     log:
         "logs/erase/{model}/{target}/{prune}/{method}.log",
     shell:

@@ -7,10 +7,13 @@ rule generate:
         meta=expand(layout.IMAGES.replace(".tar", ".json"), promptset=PROMPT_SETS, allow_missing=True),
     params:
         spec=spec(plan.generate_spec),
+        lineage=lineage("generate"),
         delta=lambda w, input: f"--delta {input.delta}" if "delta" in input.keys() else "",
         prompts=lambda w: " ".join(f"{ps}={config['concepts'][ps]['prompts']}" for ps in PROMPT_SETS),
         images=lambda w, output: " ".join(f"{ps}={p}" for ps, p in zip(PROMPT_SETS, output.images)),
-    threads: 1
+    threads: threads_of("generate")
+    resources:
+        **resources_of("generate"),
     log:
         "logs/generate/{model}/{variant}.log",
     shell:

@@ -8,11 +8,16 @@ rule report:
         markdown=f"{layout.REPORT}/summary.md",
         rates=report(f"{layout.REPORT}/rates.csv", category="Results", labels={"table": "rates"}),
         metrics=f"{layout.REPORT}/metrics.json",
+        provenance=f"{layout.REPORT}/report.json",
         grids=report(expand(f"{layout.REPORT}/grid_{{model}}.png", model=config["run"]["models"]),
                      category="Image grids"),
     params:
         spec=lambda w: json.dumps(plan.report_spec(config), sort_keys=True),
+        lineage=lineage("report"),
         out=layout.REPORT,
+    threads: threads_of("report")
+    resources:
+        **resources_of("report"),
     log:
         "logs/report.log",
     shell:

@@ -8,8 +8,11 @@ rule score:
         rates=layout.RATES,
     params:
         spec=spec(plan.score_spec),
+        lineage=lineage("score"),
         images=lambda w, input: " ".join(f"{ps}={p}" for ps, p in zip(PROMPT_SETS, input.images)),
-    threads: 1
+    threads: threads_of("score")
+    resources:
+        **resources_of("score"),
     log:
         "logs/score/{model}/{variant}.log",
     shell:
