@@ -182,6 +182,11 @@ def _scoring_errors(cfg: dict) -> list[str]:
     if fid.get("features") == "conceptworld" and cw_models and cfg["quality"].get("prompts"):
         problems.append(f"quality.fid.features: 'conceptworld' needs a ConceptWorld model, but run.models has "
                         f"{', '.join(map(repr, cw_models))}; use inception")
+    gen = cfg.get("generation", {})
+    if fid.get("features", "none") != "none" and cfg["quality"].get("prompts") \
+            and (gen.get("max_prompts") or 2) * gen.get("images_per_prompt", 1) < 2:
+        problems.append(f"quality.fid.features: FID needs at least 2 images per variant, but generation.max_prompts "
+                        f"{gen['max_prompts']} x images_per_prompt {gen.get('images_per_prompt', 1)} gives 1")
     return problems
 
 

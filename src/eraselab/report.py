@@ -155,6 +155,11 @@ def tradeoff_figure(summary: pd.DataFrame):
                 ax.annotate("", (x, y), (bx, by), arrowprops=dict(arrowstyle="->", color=colours[r.method],
                                                                   alpha=0.5, lw=1))
                 ax.scatter(bx, by, color="black", marker=markers.get(r.target, "o"), s=25, facecolors="none")
+        ax.set_xlim(-4, 104)             # rates are percentages: the whole range, so panels compare
+        if col.endswith("rate"):
+            ax.set_ylim(-4, 104)
+        elif col == "fid_vs_base":
+            ax.set_ylim(bottom=0)
         ax.set_xlabel("target concept: rate on the erased model (%)")
         ax.set_ylabel(label + (" (%)" if col.endswith("rate") else ""))
         ax.grid(alpha=0.3)

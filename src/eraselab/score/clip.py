@@ -68,16 +68,25 @@ def _how_to_provide(model: str, pretrained: str, cache_dir: str | None, error: E
             f"(the detector's, or quality.clip_score) (now: {cache_dir!r});\n"
             f"  2. download the checkpoint file from {where} "
             f"(e.g. huggingface-cli download {hub or 'REPO'} open_clip_model.safetensors) "
-            f"and set pretrained: /path/to/that/file.")
+            f"and set pretrained: /path/to/that/file"
+            + (f" and model: {model}-quickgelu (a file does not say that OpenAI's weights need QuickGELU; "
+               f"the tag does)." if source.get("quick_gelu") else "."))
+
+
+def load_clip(model: str = "ViT-L-14", pretrained: str | None = "openai", cache_dir: str | None = None,
+              device: str | None = None) -> Clip:
+    """An open_clip model, its eval preprocessing and tokenizer; ClipWeightsError when weights are missing.
+
+    Loaded once per process for each (model, weights, cache, device). Random
+    weights (pretrained None, for tests) are drawn from a fixed seed.
+    """
+    from ..runtime import device as default_device
+    return _load_clip(model, pretrained or None, cache_dir, device or default_device())
 
 
 @lru_cache(maxsize=2)
-def load_clip(model: str = "ViT-L-14", pretrained: str | None = "openai", cache_dir: str | None = None,
-              device: str | None = None) -> Clip:
-    """An open_clip model, its eval preprocessing and tokenizer; ClipWeightsError when weights are missing."""
+def _load_clip(model: str, pretrained: str | None, cache_dir: str | None, device: str) -> Clip:
     import open_clip
-
-    from ..runtime import device as default_device
     name = model
     if model.endswith(".json"):  # an architecture given as an open_clip model config file
         if not Path(model).is_file():
@@ -93,10 +102,12 @@ def load_clip(model: str = "ViT-L-14", pretrained: str | None = "openai", cache_
                                f"({', '.join(open_clip.list_pretrained_tags_by_model(name)) or 'none'}) "
                                f"nor an existing checkpoint file")
     try:
-        # OpenAI's weights were trained with QuickGELU; the plain architecture names use GELU.
-        net, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=pretrained or None, cache_dir=cache_dir,
-            force_quick_gelu=bool(tag.get("quick_gelu", False)), device=device or default_device())
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            # OpenAI's weights were trained with QuickGELU; the plain architecture names use GELU.
+            net, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=pretrained, cache_dir=cache_dir,
+                force_quick_gelu=bool(tag.get("quick_gelu", False)), device=device)
     except (RuntimeError, FileNotFoundError, OSError) as e:
         if tag:
             raise ClipWeightsError(_how_to_provide(name, pretrained, cache_dir, e)) from None
