@@ -22,13 +22,16 @@ def test_shipped_neutral_set_is_reproducible(tmp_path):
     assert df.evaluation_seed.nunique() == 200 and df["shape"].nunique() == len(World().shapes)
 
 
-@pytest.fixture
-def neutral_sets(conceptworld_pipe, conceptworld_dir, tmp_path):
+@pytest.fixture(scope="module")
+def neutral_sets(conceptworld_dir, tmp_path_factory):
     """The base model's neutral images and a changed model's (the base with one UNet weight scaled)."""
     import torch
 
     from eraselab.generate import generate_images
     from eraselab.imagesets import save_image_set
+    from eraselab.models import load_pipeline
+    conceptworld_pipe = load_pipeline(conceptworld_dir)
+    tmp_path = tmp_path_factory.mktemp("neutral")
     frame = neutral_prompt_set(World(), 16, seed=0)
     out = {}
     for name in ("base", "changed"):
@@ -60,7 +63,46 @@ def test_quality_stage_records_metrics_models_and_seeds(neutral_sets, conceptwor
     assert changed["seeds"] == neutral_prompt_set(World(), 16, seed=0).evaluation_seed.tolist()
     assert changed["provenance"]["versions"]["open_clip_torch"] and len(changed["images_sha256"]) == 64
     s = summary(tmp_path / "changed.json")
-    assert s == {"clip_score": changed["clip_score"]["mean"], "fid_vs_base": changed["fid_vs_base"]["value"]}
+    assert (s["clip_score"], s["fid_vs_base"]) == (changed["clip_score"]["mean"], changed["fid_vs_base"]["value"])
+    assert np.isnan(s["fid_vs_real"]) and "fid_vs_real" not in changed
+
+
+def test_fid_against_real_images(neutral_sets, conceptworld_dir, tmp_path):
+    """Real images of another size are centre-cropped and resized to the generated size; renders of the
+    world (what the model learned) are closer to its images than renders of an unrelated colour field."""
+    from PIL import Image
+
+    from eraselab.conceptworld.world import render, sample_labels
+    from eraselab.score.quality import run
+    rng = np.random.default_rng(0)
+    world = World()
+    for name, make in (("renders", lambda: render(world, sample_labels(world, rng), rng)),
+                       ("noise", lambda: rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))):
+        (tmp_path / name).mkdir()
+        for i in range(24):
+            im = Image.fromarray(make()).resize((48, 40))   # not the generated 32 x 32
+            im.save(tmp_path / name / f"{i:03d}.{'png' if i % 2 else 'jpg'}")
+    fids = {}
+    for name in ("renders", "noise"):
+        spec = {"model": "conceptworld", "variant": "changed",
+                "clip_score": {"enabled": False, "batch_size": 32},
+                "fid": {"features": "conceptworld", "batch_size": 7, "real_images": str(tmp_path / name),
+                        "max_real_images": 20}}
+        run(conceptworld_dir, neutral_sets["changed"], neutral_sets["base"], tmp_path / f"{name}.json", spec)
+        q = json.loads((tmp_path / f"{name}.json").read_text())
+        assert q["fid_vs_real"]["n_real"] == 20 and q["n"] == 16 and "centre crop" in q["fid_vs_real"]["preprocessing"]
+        fids[name] = q["fid_vs_real"]["value"]
+    assert 0 < fids["renders"] < fids["noise"]
+
+
+def test_centre_crop_resize():
+    from PIL import Image
+
+    from eraselab.score.fid import center_crop_resize
+    wide = np.zeros((20, 60, 3), np.uint8)
+    wide[:, 20:40] = 255                        # the middle third is white
+    out = center_crop_resize(Image.fromarray(wide), 10, 10)
+    assert out.shape == (10, 10, 3) and out.min() >= 250   # the centred square crop is all white
 
 
 def summary_frame(attack=False):
@@ -79,11 +121,12 @@ def summary_frame(attack=False):
 def test_quality_columns_join_the_summary():
     quality = pd.DataFrame([{"model": "m", "variant": "base", "clip_score": 31.0, "fid_vs_base": 0.0},
                             {"model": "m", "variant": "t1/none/esd-x", "clip_score": 29.5, "fid_vs_base": 4.2}])
+    quality["fid_vs_real"] = np.nan
     out = report.add_quality(summary_frame(), quality)
     assert out.clip_score.tolist()[0] == 29.5 and np.isnan(out.clip_score.tolist()[1])
     assert out.fid_vs_base.tolist()[0] == 4.2 and out.base_clip_score.tolist() == [31.0, 31.0]
     md = report.quality_markdown(out)
-    assert "| m | t1 | none | esd-x | 29.50 | 31.00 | 4.20 |" in md and "| – |" in md
+    assert "| m | t1 | none | esd-x | 29.50 | 31.00 | 4.20 | – |" in md
     assert report.add_quality(summary_frame(), quality.iloc[:0]).equals(summary_frame())
     assert report.quality_markdown(summary_frame()) == ""
 

@@ -161,6 +161,9 @@ def _file_errors(cfg: dict, root: Path) -> list[str]:
             load_prompts(root / cfg["quality"]["prompts"], cfg["generation"]["guidance"])
         except PromptSetError as e:
             problems.append(f"quality.prompts: {e}")
+        real = cfg["quality"]["fid"].get("real_images")
+        if real and not (root / real).is_dir():
+            problems.append(f"quality.fid.real_images: {real!r} is not a directory ({root / real} not found)")
     return problems
 
 

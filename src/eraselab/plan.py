@@ -89,8 +89,11 @@ def neutral_inputs(cfg: dict, model: str, variant: str) -> dict:
 
 def quality_inputs(cfg: dict, model: str, variant: str) -> dict:
     """A variant's neutral images, and the base model's as FID's reference."""
-    return {"base": model_dir(cfg, model), "images": layout.NEUTRAL_IMAGES.format(model=model, variant=variant),
-            "reference": layout.NEUTRAL_IMAGES.format(model=model, variant=layout.BASE)}
+    inputs = {"base": model_dir(cfg, model), "images": layout.NEUTRAL_IMAGES.format(model=model, variant=variant),
+              "reference": layout.NEUTRAL_IMAGES.format(model=model, variant=layout.BASE)}
+    if cfg["quality"]["fid"]["features"] != "none" and cfg["quality"]["fid"]["real_images"]:
+        inputs["real"] = cfg["quality"]["fid"]["real_images"]
+    return inputs
 
 
 def quality_spec(cfg: dict, model: str, variant: str) -> dict:

@@ -90,7 +90,7 @@ def image_grid(entries: list[dict], per_cell: int, scale: int = 2) -> "Image.Ima
 
 # --- preservation metrics and figures --------------------------------------------------------------
 
-QUALITY_COLUMNS = ("clip_score", "fid_vs_base")
+QUALITY_COLUMNS = ("clip_score", "fid_vs_base", "fid_vs_real")
 # What the attack stage adds to the summary; the before/after figure is drawn only when they exist.
 ATTACK_COLUMNS = ("attack", "pre_attack_rate", "post_attack_rate")
 
@@ -112,7 +112,7 @@ def add_quality(summary: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame:
     keys = [(r.model, variant(r.target, r.prune, r.method)) for r in summary.itertuples()]
     out = summary.copy()
     for col in QUALITY_COLUMNS:
-        out[col] = [q[col].get(k, np.nan) for k in keys]
+        out[col] = [q[col].get(k, np.nan) for k in keys] if col in q.columns else np.nan
     out["base_clip_score"] = [q["clip_score"].get((m, BASE), np.nan) for m in summary.model]
     return out
 
@@ -122,11 +122,11 @@ def quality_markdown(summary: pd.DataFrame) -> str:
     if "clip_score" not in summary.columns:
         return ""
     lines = [f"| {r.model} | {r.target} | {r.prune} | {r.method} | {r.clip_score:.2f} | "
-             f"{r.base_clip_score:.2f} | {r.fid_vs_base:.2f} |" for r in summary.itertuples()]
+             f"{r.base_clip_score:.2f} | {r.fid_vs_base:.2f} | {r.fid_vs_real:.2f} |" for r in summary.itertuples()]
     return ("\nPreservation on the neutral prompt set (CLIP score: 100 x cosine; FID against the base "
-            "model's images of the same prompts and seeds):\n\n"
-            "| model | target | pruning | method | CLIP score | base CLIP score | FID vs base |\n"
-            "|---|---|---|---|---:|---:|---:|\n" + "\n".join(lines) + "\n").replace("nan", "–")
+            "model's images of the same prompts and seeds, and against real images when configured):\n\n"
+            "| model | target | pruning | method | CLIP score | base CLIP score | FID vs base | FID vs real |\n"
+            "|---|---|---|---|---:|---:|---:|---:|\n" + "\n".join(lines) + "\n").replace("nan", "–")
 
 
 def tradeoff_figure(summary: pd.DataFrame):
@@ -140,6 +140,8 @@ def tradeoff_figure(summary: pd.DataFrame):
         panels.append(("clip_score", "CLIP score (neutral prompts)", "base_clip_score"))
     if "fid_vs_base" in summary.columns and summary.fid_vs_base.notna().any():
         panels.append(("fid_vs_base", "FID vs base model (neutral prompts)", None))
+    if "fid_vs_real" in summary.columns and summary.fid_vs_real.notna().any():
+        panels.append(("fid_vs_real", "FID vs real images (neutral prompts)", None))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False)
     methods = list(dict.fromkeys(summary.method))
     colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
@@ -158,7 +160,7 @@ def tradeoff_figure(summary: pd.DataFrame):
         ax.set_xlim(-4, 104)             # rates are percentages: the whole range, so panels compare
         if col.endswith("rate"):
             ax.set_ylim(-4, 104)
-        elif col == "fid_vs_base":
+        elif col.startswith("fid"):
             ax.set_ylim(bottom=0)
         ax.set_xlabel("target concept: rate on the erased model (%)")
         ax.set_ylabel(label + (" (%)" if col.endswith("rate") else ""))

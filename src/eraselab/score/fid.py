@@ -210,3 +210,34 @@ def make_features(cfg: dict, model_dir: str | Path):
 def fid(images_a: np.ndarray, images_b: np.ndarray, extractor) -> float:
     """FID between two uint8 image sets under a feature extractor."""
     return fid_from_features(extractor(images_a), extractor(images_b))
+
+
+def features_of(batches, extractor) -> np.ndarray:
+    """Features of a stream of uint8 image batches (a set never has to fit in memory)."""
+    return np.concatenate([extractor(b) for b in batches])
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def center_crop_resize(image, width: int, height: int) -> np.ndarray:
+    """The largest centred crop of the target aspect ratio, resized (bicubic) to width x height."""
+    from PIL import Image
+    w, h = image.size
+    scale = min(w / width, h / height)
+    cw, ch = round(width * scale), round(height * scale)
+    left, top = (w - cw) // 2, (h - ch) // 2
+    crop = image.convert("RGB").crop((left, top, left + cw, top + ch))
+    return np.asarray(crop.resize((width, height), Image.BICUBIC))
+
+
+def real_image_batches(directory: str | Path, width: int, height: int, batch_size: int, limit: int | None = None):
+    """Real images (e.g. COCO val2014) from a directory, sorted by path, cropped and resized to the
+    generated images' size as the papers do before computing FID against real images."""
+    from PIL import Image
+    files = sorted(p for p in Path(directory).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+    if len(files) < 2:
+        raise FileNotFoundError(f"{directory}: fewer than 2 images ({', '.join(IMAGE_SUFFIXES)}) for FID "
+                                f"against real images (quality.fid.real_images)")
+    for i in range(0, len(files), batch_size):
+        yield np.stack([center_crop_resize(Image.open(f), width, height) for f in files[i:i + batch_size]])
