@@ -57,3 +57,11 @@ def test_limit_and_a_real_sized_seed(tmp_path):
     pd.DataFrame({"prompt": ["a", "b", "c"], "sd_seed": [4261553411, 1, 2]}).to_csv(p)   # with pandas' index
     ps = load_prompts(p, limit=2)
     assert ps.seeds == [4261553411, 1] and list(ps.frame.columns[:2]) == ["case_number", "prompt"]
+
+
+def test_a_saved_index_column_named_unnamed(tmp_path):
+    """UnlearnDiff's prompt files carry pandas' index under the literal header 'Unnamed: 0'."""
+    p = tmp_path / "vangogh.csv"
+    p.write_text("Unnamed: 0,case_number,prompt,evaluation_seed,artist\n0,0,Irises by Vincent van Gogh,348,Vincent van Gogh\n")
+    ps = load_prompts(p)
+    assert list(ps.frame.columns) == ["case_number", "prompt", "evaluation_seed", "artist", "evaluation_guidance"]
