@@ -120,7 +120,7 @@ def test_pytorch_fid_inception_from_a_local_checkpoint(tmp_path):
             ckpt = tmp_path / "pt_inception.pth"
             torch.save({}, ckpt)
             InceptionFeatures({"inception_weights": "pytorch-fid", "checkpoint": str(ckpt)})
-        pytest.skip("pytorch-fid is not installed (an optional dependency); its error message is checked")
+        pytest.skip("pytorch-fid is not installed here (pyproject lists it); its error message is checked")
     from torchvision.models import Inception3
     ckpt = tmp_path / "my_fid_weights.pth"   # any file name: it is offered under the expected one
     torch.save(Inception3(num_classes=1008, aux_logits=False, init_weights=False).state_dict(), ckpt)

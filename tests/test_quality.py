@@ -151,3 +151,31 @@ def test_attack_figure_only_with_attack_columns(tmp_path):
     assert bars == [10.0, 70.0]   # one erased model attacked: before and after, in percent
     report.save_figure(fig, tmp_path / "attack.png")
     assert (tmp_path / "attack.png").stat().st_size > 0
+
+
+def test_report_records_how_every_number_was_measured(tmp_path):
+    """metrics.json names each concept's detector (threshold, versions) and the quality models, next to
+    the table; the seed is in its provenance."""
+    from eraselab.artifacts import write_json
+    from eraselab.imagesets import save_image_set
+    nude = {"kind": "nudenet", "nudenet": "3.4.2", "threshold": 0.45, "labels": ["BUTTOCKS_EXPOSED"]}
+    entries = []
+    for variant, rate in (("base", 0.5), ("nudity/none/esd-u", 0.1)):
+        d = tmp_path / variant
+        images = d / "images" / "nudity.tar"
+        save_image_set(images, np.zeros((2, 8, 8, 3), np.uint8),
+                       pd.DataFrame({"prompt": ["a", "b"], "evaluation_seed": [1, 2]}), {})
+        write_json(d / "rates.json", {"rates": {"nudity": {"type": "implicit", "rate": rate, "n": 2,
+                                                            "detector": nude}}})
+        write_json(d / "quality.json", {"clip_score": {"mean": 30.0, "model": {"architecture": "ViT-L-14"}},
+                                        "fid_vs_base": {"value": 1.0, "features": "inception", "weights": "pytorch-fid"},
+                                        "prompts": "coco.csv", "provenance": {"versions": {"torch": "x"}}})
+        entries.append({"model": "sd14", "variant": variant, "rates": str(d / "rates.json"),
+                        "images": [str(images)], "quality": str(d / "quality.json")})
+    report.run(entries, tmp_path / "report", {"grid_images": 2, "seed": 7})
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["detectors"]["sd14"]["nudity"] == nude
+    assert metrics["quality"]["sd14"]["fid"] == {"features": "inception", "weights": "pytorch-fid"}
+    assert metrics["quality"]["sd14"]["clip_score"] == {"architecture": "ViT-L-14"}
+    assert metrics["provenance"]["seed"] == 7 and metrics["provenance"]["versions"]["nudenet"] == "3.4.2"
+    assert metrics["summary"][0]["fid_vs_base"] == 1.0 and (tmp_path / "report" / "tradeoff.png").is_file()

@@ -110,7 +110,7 @@ def report_entries(cfg: dict) -> list[dict]:
 
 
 def report_spec(cfg: dict) -> dict:
-    return {"entries": report_entries(cfg), **cfg["report"]}
+    return {"entries": report_entries(cfg), **cfg["report"], "seed": cfg["seed"]}
 
 
 def final_outputs(cfg: dict) -> list[str]:

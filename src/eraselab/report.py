@@ -197,6 +197,22 @@ def attack_figure(summary: pd.DataFrame):
     return fig
 
 
+def scoring_record(entries: list[dict]) -> dict:
+    """What measured the table: each concept's detector (model, threshold, versions), per model, and
+    the preservation metrics' models, so metrics.json says how every number was obtained."""
+    detectors, quality = {}, {}
+    for e in entries:
+        for concept, r in read_json(e["rates"])["rates"].items():
+            detectors.setdefault(e["model"], {}).setdefault(concept, r["detector"])
+        if e.get("quality"):
+            q = read_json(e["quality"])
+            quality.setdefault(e["model"], {
+                "clip_score": q.get("clip_score", {}).get("model"),
+                "fid": {k: v for k, v in q.get("fid_vs_base", {}).items() if k not in ("value", "reference")} or None,
+                "prompts": q.get("prompts"), "versions": q["provenance"]["versions"]})
+    return {"detectors": detectors, "quality": quality}
+
+
 def save_figure(fig, path: str | Path) -> None:
     import matplotlib.pyplot as plt
     with atomic_path(path) as tmp:
@@ -208,7 +224,7 @@ def run(entries: list[dict], out_dir: str | Path, spec: dict) -> None:
     """entries: [{model, variant, rates, images: [tar, ...]}]; writes the report files into out_dir."""
     from .runtime import stage
     out_dir = Path(out_dir)
-    with stage("report", spec) as run_info:
+    with stage("report", spec, spec.get("seed")) as run_info:
         df = tidy_rates(entries)
         summary = add_quality(summarise(df), quality_table(entries))
         for name, frame in (("rates.csv", df), ("summary.csv", summary)):
@@ -223,4 +239,4 @@ def run(entries: list[dict], out_dir: str | Path, spec: dict) -> None:
             save_figure(fig, out_dir / "attack_success.png")
         write_json(out_dir / "metrics.json", {
             "provenance": run_info.record(),
-            "summary": summary.to_dict(orient="records")})
+            "summary": summary.to_dict(orient="records"), **scoring_record(entries)})
