@@ -112,8 +112,9 @@ def _load_clip(model: str, pretrained: str | None, cache_dir: str | None, device
         if tag:
             raise ClipWeightsError(_how_to_provide(name, pretrained, cache_dir, e)) from None
         raise
+    quick_gelu = bool(tag.get("quick_gelu", False) or open_clip.get_model_config(name).get("quick_gelu", False))
     info = {"architecture": model, "pretrained": pretrained, "open_clip": open_clip.__version__,
-            "quick_gelu": bool(tag.get("quick_gelu", False))}
+            "quick_gelu": quick_gelu}
     if is_file:
         info["checkpoint_bytes"] = Path(pretrained).stat().st_size
     return Clip(net.eval(), preprocess, open_clip.get_tokenizer(name), info)
