@@ -78,6 +78,6 @@ def test_small_run_then_incremental_reruns(tmp_path):
     assert planned(regen) == {"generate": 2, "score": 2, "report": 1, "all": 1}
 
     # Snakemake's HTML report, with the tables and grids as report items
-    snakemake(wd, "--configfile", str(SMALL), "--report", str(wd / "report.html"))
+    snakemake(wd, "--cores", "1", "--configfile", str(SMALL), "--report", str(wd / "report.html"))
     html = (wd / "report.html").read_text(errors="ignore")
     assert "summary.csv" in html and "grid_conceptworld.png" in html

@@ -24,12 +24,14 @@ def _pairs(items: list[str]) -> dict[str, str]:
 
 
 def base_model(a) -> None:
-    from .models import assemble_conceptworld, download
+    from .models import assemble_conceptworld, build_random, download
     spec = a.spec
     if spec["source"] == "hub":
         download(spec["repo_id"], spec["revision"], a.out)
     elif spec["source"] == "conceptworld":
         assemble_conceptworld(a.weights, a.out)
+    elif spec["source"] == "random":
+        build_random(spec["architecture"], a.out, spec["seed"], spec.get("image_size"))
     else:
         raise SystemExit(f"base_model: source {spec['source']!r} needs no preparation")
 
@@ -52,6 +54,11 @@ def generate(a) -> None:
 def score(a) -> None:
     from .score import run
     run(a.base, _pairs(a.images), a.spec["concepts"], a.scores, a.rates, a.spec)
+
+
+def quality(a) -> None:
+    from .score.quality import run
+    run(a.base, a.images, a.reference, a.out, a.spec)
 
 
 def report(a) -> None:
@@ -88,6 +95,11 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--images", nargs="+", required=True, metavar="NAME=TAR")
     s.add_argument("--scores", required=True)
     s.add_argument("--rates", required=True)
+    s = stage("quality", quality, "preservation metrics (CLIP score, FID vs base) on the neutral prompt set")
+    s.add_argument("--base", required=True)
+    s.add_argument("--images", required=True, metavar="TAR")
+    s.add_argument("--reference", required=True, metavar="TAR", help="the base model's neutral images")
+    s.add_argument("--out", required=True)
     s = stage("report", report, "tables, figures and grids")
     s.add_argument("--out", required=True)
     return p

@@ -156,6 +156,40 @@ def _file_errors(cfg: dict, root: Path) -> list[str]:
             load_prompts(root / concept["prompts"], cfg["generation"]["guidance"])
         except PromptSetError as e:
             problems.append(f"concepts.{name}.prompts: {e}")
+    if cfg.get("quality", {}).get("prompts"):
+        try:
+            load_prompts(root / cfg["quality"]["prompts"], cfg["generation"]["guidance"])
+        except PromptSetError as e:
+            problems.append(f"quality.prompts: {e}")
+        real = cfg["quality"]["fid"].get("real_images")
+        if real and not (root / real).is_dir():
+            problems.append(f"quality.fid.real_images: {real!r} is not a directory ({root / real} not found)")
+    return problems
+
+
+def _scoring_errors(cfg: dict) -> list[str]:
+    """What the detector and quality schemas cannot say: a CLIP target must be a candidate, and
+    ConceptWorld's classifier (detector or FID features) exists only in ConceptWorld models."""
+    problems = []
+    used = set(cfg["run"]["targets"]) | set(cfg["run"].get("preserve", []))
+    cw_models = [m for m in cfg["run"]["models"] if cfg["models"][m]["source"] != "conceptworld"]
+    for name in sorted(used & set(cfg["concepts"])):
+        det = cfg["concepts"][name]["detector"]
+        if det["kind"] == "clip" and det["target"] not in det["candidates"]:
+            problems.append(f"concepts.{name}.detector.target: {det['target']!r} is not one of the candidates; "
+                            f"allowed values: {', '.join(map(repr, det['candidates']))}")
+        if det["kind"] == "conceptworld" and cw_models:
+            problems.append(f"concepts.{name}.detector.kind: 'conceptworld' needs a ConceptWorld model, but "
+                            f"run.models has {', '.join(map(repr, cw_models))}; use nudenet or clip")
+    fid = cfg.get("quality", {}).get("fid", {})
+    if fid.get("features") == "conceptworld" and cw_models and cfg["quality"].get("prompts"):
+        problems.append(f"quality.fid.features: 'conceptworld' needs a ConceptWorld model, but run.models has "
+                        f"{', '.join(map(repr, cw_models))}; use inception")
+    gen = cfg.get("generation", {})
+    if fid.get("features", "none") != "none" and cfg["quality"].get("prompts") \
+            and (gen.get("max_prompts") or 2) * gen.get("images_per_prompt", 1) < 2:
+        problems.append(f"quality.fid.features: FID needs at least 2 images per variant, but generation.max_prompts "
+                        f"{gen['max_prompts']} x images_per_prompt {gen.get('images_per_prompt', 1)} gives 1")
     return problems
 
 
@@ -186,6 +220,8 @@ def validate(config: dict, root: str | Path = ".", schema: dict | None = None) -
     if problems:  # cross-references and files assume a well-formed config
         raise ConfigError(problems)
     problems += _reference_errors(cfg)
+    if not problems:
+        problems += _scoring_errors(cfg)
     if not problems:
         problems += _file_errors(cfg, root)
     if problems:

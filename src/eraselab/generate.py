@@ -73,7 +73,7 @@ def run(base, delta, prompt_sets: dict, outputs: dict, spec: dict) -> None:
         for name, frame in sets.items():
             images = generate_images(pipe, frame["prompt"].tolist(), frame["evaluation_seed"].tolist(),
                                      frame["evaluation_guidance"].tolist(), gen["steps"], gen["batch_size"],
-                                     progress=bar)
+                                     height=gen.get("height"), width=gen.get("width"), progress=bar)
             save_image_set(outputs[name], images, frame,
                            {**run_info.record(), "prompt_set": name, "prompts": str(prompt_sets[name]),
                             "delta": str(delta) if delta else None},

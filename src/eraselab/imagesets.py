@@ -72,6 +72,25 @@ def load_image_set(path: str | Path, verify: bool = True) -> tuple[np.ndarray, p
     return np.stack(images), index, meta
 
 
+def iter_image_batches(path: str | Path, batch_size: int, verify: bool = True):
+    """(uint8 images, index rows) in batches, without holding the whole set in memory (10k images
+    at 512 px are 8 GB); the checksum is verified first, like load_image_set."""
+    path = Path(path)
+    meta = read_json(sidecar(path, "json"))
+    if verify and sha256(path) != meta.get("sha256"):
+        raise ArtifactError(f"{path}: checksum mismatch: the image archive is truncated or corrupted; "
+                            f"rerun its generate job")
+    try:
+        with tarfile.open(path) as tar:
+            index = pd.read_csv(tar.extractfile("index.csv"), keep_default_na=False)
+            for start in range(0, len(index), batch_size):
+                rows = index.iloc[start:start + batch_size]
+                yield (np.stack([np.asarray(Image.open(io.BytesIO(tar.extractfile(f).read())).convert("RGB"))
+                                 for f in rows["file"]]), rows)
+    except (tarfile.TarError, KeyError, OSError) as e:
+        raise ArtifactError(f"{path}: unreadable image archive ({e}); rerun its generate job") from None
+
+
 def grid(images: np.ndarray, cols: int | None = None, pad: int = 2) -> np.ndarray:
     """Tile images into one uint8 image (white padding), for previews and report grids."""
     n, h, w, _ = images.shape

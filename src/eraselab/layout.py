@@ -22,6 +22,8 @@ DELTA = "results/{model}/{target}/{prune}/{method}/delta.safetensors"
 IMAGES = VARIANT + "/images/{promptset}.tar"
 SCORES = VARIANT + "/scores.csv"
 RATES = VARIANT + "/rates.json"
+NEUTRAL_IMAGES = VARIANT + "/quality/neutral.tar"   # the neutral prompt set, for preservation metrics
+QUALITY = VARIANT + "/quality.json"
 REPORT = "results/report"
 
 # Wildcard constraints: names are single path components; a variant is base or three of them.

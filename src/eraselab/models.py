@@ -5,7 +5,9 @@ Every base model becomes a diffusers ``StableDiffusionPipeline`` directory:
   ``resources/models/<name>`` (only the fp32 safetensors the pipeline needs);
 - ``conceptworld``: the shipped (or retrained) weights plus the CLIP tokenizer
   built offline from open_clip's vocabulary;
-- ``local``: an existing diffusers directory, used in place.
+- ``local``: an existing diffusers directory, used in place;
+- ``random``: random weights with the shapes of a named architecture (SD v1.4's
+  or ConceptWorld's), built from a config with no download, for benchmarks and tests.
 Later stages load a base directory, then apply a pruning mask and an erasure
 delta, so an erased model is never stored whole.
 """
@@ -37,6 +39,12 @@ def download(repo_id: str, revision: str, out_dir: str | Path) -> None:
                 f"could not download {repo_id}@{revision}: {e}\n"
                 f"Without network access, download it elsewhere (huggingface-cli download {repo_id} "
                 f"--revision {revision}) and point the model at it with source: local, path: <dir>.") from e
+        missing = [f for f in HUB_FILES if "*" not in f and not (tmp / f).is_file()]
+        if missing:  # snapshot_download skips patterns that match nothing, so check what arrived
+            raise RuntimeError(
+                f"{repo_id}@{revision} lacks {', '.join(missing)}: this revision has no fp32 safetensors "
+                f"in the diffusers layout. Pin a revision that has them, or convert the weights and use "
+                f"source: local.")
         write_json(tmp / "eraselab_source.json", {"repo_id": repo_id, "revision": revision})
 
 
@@ -58,6 +66,26 @@ def assemble_conceptworld(weights: str | Path, out_dir: str | Path) -> None:
             if (weights / extra).is_file():
                 shutil.copy2(weights / extra, tmp / extra)
         build_clip_tokenizer(tmp / "tokenizer")
+
+
+def build_random(architecture: str, out_dir: str | Path, seed: int, image_size: int | None = None) -> None:
+    """Random weights with the shapes of ``architecture`` (``sd14``, ``conceptworld``), as a diffusers directory.
+
+    ``image_size`` changes the default resolution the pipeline samples at, never a
+    weight shape, so SD-v1.4-shaped weights can run at 64 px on a CPU.
+    """
+    import dataclasses
+
+    from .conceptworld.architecture import ARCHITECTURES, build_random_pipeline
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; allowed: {', '.join(ARCHITECTURES)}")
+    arch = ARCHITECTURES[architecture]
+    if image_size:
+        arch = dataclasses.replace(arch, image_size=image_size)
+    with atomic_path(out_dir, directory=True) as tmp:
+        build_random_pipeline(arch, tmp, seed)
+        write_json(tmp / "eraselab_source.json", {"source": "random", "architecture": architecture,
+                                                  "image_size": arch.image_size, "seed": seed})
 
 
 def load_pipeline(path: str | Path, dtype: str = "float32", device: str | None = None):

@@ -29,9 +29,11 @@ def conceptworld_weights(cfg: dict, model: str) -> list[str]:
 
 def base_model_spec(cfg: dict, model: str) -> dict:
     m = cfg["models"][model]
-    spec = {k: m[k] for k in ("source", "repo_id", "revision") if k in m}
+    spec = {k: m[k] for k in ("source", "repo_id", "revision", "architecture", "image_size") if k in m}
     if m["source"] == "conceptworld" and not m["retrain"]:
         spec["weights_sha256"] = digest(m["path"])  # the shipped weights' content, not their file times
+    if m["source"] == "random":  # random weights depend on the seed
+        spec["seed"] = cfg["seed"]
     return spec
 
 
@@ -79,13 +81,43 @@ def score_spec(cfg: dict, model: str, variant: str) -> dict:
                          for c in sets}, "variant": variant, "model": model}
 
 
+def quality_enabled(cfg: dict) -> bool:
+    """Preservation metrics run when a neutral prompt set and at least one metric are configured."""
+    q = cfg["quality"]
+    return bool(q["prompts"]) and (q["clip_score"]["enabled"] or q["fid"]["features"] != "none")
+
+
+def neutral_inputs(cfg: dict, model: str, variant: str) -> dict:
+    inputs = {"base": model_dir(cfg, model), "prompts": cfg["quality"]["prompts"]}
+    if (delta := delta_path(model, variant)) is not None:
+        inputs["delta"] = delta
+    return inputs
+
+
+def quality_inputs(cfg: dict, model: str, variant: str) -> dict:
+    """A variant's neutral images, and the base model's as FID's reference."""
+    inputs = {"base": model_dir(cfg, model), "images": layout.NEUTRAL_IMAGES.format(model=model, variant=variant),
+              "reference": layout.NEUTRAL_IMAGES.format(model=model, variant=layout.BASE)}
+    if cfg["quality"]["fid"]["features"] != "none" and cfg["quality"]["fid"]["real_images"]:
+        inputs["real"] = cfg["quality"]["fid"]["real_images"]
+    return inputs
+
+
+def quality_spec(cfg: dict, model: str, variant: str) -> dict:
+    q = cfg["quality"]
+    return {"clip_score": q["clip_score"], "fid": q["fid"], "variant": variant, "model": model}
+
+
 def report_entries(cfg: dict) -> list[dict]:
+    quality = quality_enabled(cfg)
     return [{"model": m, "variant": v, "rates": layout.RATES.format(model=m, variant=v),
-             "images": list(image_paths(cfg, m, v).values())} for m, v in layout.grid(cfg["run"])]
+             "images": list(image_paths(cfg, m, v).values()),
+             "quality": layout.QUALITY.format(model=m, variant=v) if quality else None}
+            for m, v in layout.grid(cfg["run"])]
 
 
 def report_spec(cfg: dict) -> dict:
-    return {"entries": report_entries(cfg), **cfg["report"]}
+    return {"entries": report_entries(cfg), **cfg["report"], "seed": cfg["seed"]}
 
 
 def resources(cfg: dict, rule: str, attempt: int = 1) -> dict:
@@ -104,7 +136,8 @@ def resources(cfg: dict, rule: str, attempt: int = 1) -> dict:
 
 
 def final_outputs(cfg: dict) -> list[str]:
-    return [f"{layout.REPORT}/{name}" for name in ("summary.csv", "summary.md", "rates.csv", "metrics.json")] \
+    return [f"{layout.REPORT}/{name}" for name in ("summary.csv", "summary.md", "rates.csv", "metrics.json",
+                                                   "tradeoff.png")] \
         + [f"{layout.REPORT}/grid_{m}.png" for m in cfg["run"]["models"]]
 
 

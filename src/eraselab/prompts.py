@@ -8,8 +8,12 @@ Columns read (others are kept and passed through to outputs):
 - ``sd_image_width`` / ``sd_image_height`` (optional; default: the model's size)
 - ``case_number`` (optional row id; default: the row index)
 
-ESD's artist and object prompt CSVs (``case_number, prompt, evaluation_seed,
-artist`` / ``class``) are the same schema with one extra label column.
+The papers' other prompt CSVs are the same schema with label columns:
+ESD's artist prompts (``big_artist_prompts.csv``: ``case_number, prompt,
+evaluation_seed, artist``), its object prompts (``imagenet_prompts.csv``:
+``case_number, evaluation_seed, prompt, label_idx, label_str``) and COCO
+captions (``coco_30k.csv``: ``image_id, source, prompt, evaluation_seed``).
+Those files start with pandas' unnamed index column, which is dropped.
 """
 from __future__ import annotations
 
@@ -91,6 +95,7 @@ def load_prompts(path: str | Path, default_guidance: float = 7.5, limit: int | N
         df = pd.read_csv(path, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise PromptSetError(f"{path}: not a readable CSV: {e}") from None
+    df = df.loc[:, [not str(c).startswith("Unnamed: ") for c in df.columns]]  # a saved pandas index
     df = _canonical_columns(df, path)
     if len(df) == 0:
         raise PromptSetError(f"{path}: no prompt rows")

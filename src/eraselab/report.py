@@ -95,19 +95,156 @@ def image_grid(entries: list[dict], per_cell: int, scale: int = 2) -> "Image.Ima
     return sheet
 
 
+# --- preservation metrics and figures --------------------------------------------------------------
+
+QUALITY_COLUMNS = ("clip_score", "fid_vs_base", "fid_vs_real")
+# What the attack stage adds to the summary; the before/after figure is drawn only when they exist.
+ATTACK_COLUMNS = ("attack", "pre_attack_rate", "post_attack_rate")
+
+
+def quality_table(entries: list[dict]) -> pd.DataFrame:
+    """One row per (model, variant) with its preservation metrics; empty when none were computed."""
+    from .score.quality import summary
+    rows = [{"model": e["model"], "variant": e["variant"], **summary(e["quality"])}
+            for e in entries if e.get("quality")]
+    return pd.DataFrame(rows, columns=["model", "variant", *QUALITY_COLUMNS])
+
+
+def add_quality(summary: pd.DataFrame, quality: pd.DataFrame) -> pd.DataFrame:
+    """The summary with each erased model's CLIP score and FID vs base, and the base model's CLIP score."""
+    if quality.empty or summary.empty:
+        return summary
+    from .layout import variant
+    q = quality.set_index(["model", "variant"])
+    keys = [(r.model, variant(r.target, r.prune, r.method)) for r in summary.itertuples()]
+    out = summary.copy()
+    for col in QUALITY_COLUMNS:
+        out[col] = [q[col].get(k, np.nan) for k in keys] if col in q.columns else np.nan
+    out["base_clip_score"] = [q["clip_score"].get((m, BASE), np.nan) for m in summary.model]
+    return out
+
+
+def quality_markdown(summary: pd.DataFrame) -> str:
+    """A second table: what the erasure cost on the neutral prompt set (empty when not computed)."""
+    if "clip_score" not in summary.columns:
+        return ""
+    lines = [f"| {r.model} | {r.target} | {r.prune} | {r.method} | {r.clip_score:.2f} | "
+             f"{r.base_clip_score:.2f} | {r.fid_vs_base:.2f} | {r.fid_vs_real:.2f} |" for r in summary.itertuples()]
+    return ("\nPreservation on the neutral prompt set (CLIP score: 100 x cosine; FID against the base "
+            "model's images of the same prompts and seeds, and against real images when configured):\n\n"
+            "| model | target | pruning | method | CLIP score | base CLIP score | FID vs base | FID vs real |\n"
+            "|---|---|---|---|---:|---:|---:|---:|\n" + "\n".join(lines) + "\n").replace("nan", "–")
+
+
+def tradeoff_figure(summary: pd.DataFrame):
+    """Erasure (the target's rate on the erased model, lower is better) against preservation:
+    the other concepts' mean rate, and when computed, CLIP score and FID against the base model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    panels = [("others_mean_rate", "other concepts: mean rate", "others_base_mean_rate")]
+    if "clip_score" in summary.columns and summary.clip_score.notna().any():
+        panels.append(("clip_score", "CLIP score (neutral prompts)", "base_clip_score"))
+    if "fid_vs_base" in summary.columns and summary.fid_vs_base.notna().any():
+        panels.append(("fid_vs_base", "FID vs base model (neutral prompts)", None))
+    if "fid_vs_real" in summary.columns and summary.fid_vs_real.notna().any():
+        panels.append(("fid_vs_real", "FID vs real images (neutral prompts)", None))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False)
+    methods = list(dict.fromkeys(summary.method))
+    colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    markers = dict(zip(dict.fromkeys(summary.target), "osD^v<>Pp*h"))
+    for ax, (col, label, base_col) in zip(axes[0], panels):
+        for r in summary.itertuples():
+            x, y = 100 * r.erased_rate, getattr(r, col) * (100 if col.endswith("rate") else 1)
+            ax.scatter(x, y, color=colours[r.method], marker=markers.get(r.target, "o"), s=50, zorder=3)
+            ax.annotate(f"{r.target}/{r.method}" + (f"/{r.prune}" if r.prune != "none" else ""), (x, y),
+                        fontsize=7, xytext=(4, 3), textcoords="offset points")
+            if base_col:   # where the base model stood: an arrow shows what erasure moved
+                bx, by = 100 * r.base_rate, getattr(r, base_col) * (100 if col.endswith("rate") else 1)
+                ax.annotate("", (x, y), (bx, by), arrowprops=dict(arrowstyle="->", color=colours[r.method],
+                                                                  alpha=0.5, lw=1))
+                ax.scatter(bx, by, color="black", marker=markers.get(r.target, "o"), s=25, facecolors="none")
+        ax.set_xlim(-4, 104)             # rates are percentages: the whole range, so panels compare
+        if col.endswith("rate"):
+            ax.set_ylim(-4, 104)
+        elif col.startswith("fid"):
+            ax.set_ylim(bottom=0)
+        ax.set_xlabel("target concept: rate on the erased model (%)")
+        ax.set_ylabel(label + (" (%)" if col.endswith("rate") else ""))
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=m) for m, c in colours.items()]
+    handles.append(plt.Line2D([], [], color="black", marker="o", mfc="none", ls="", label="base model"))
+    axes[0][0].legend(handles=handles, fontsize=8, loc="best")
+    fig.suptitle("Erasure vs preservation (left is better erasure; arrows start at the base model)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def attack_figure(summary: pd.DataFrame):
+    """Success rate before and after each attack, per erased model; None without attack columns."""
+    if not set(ATTACK_COLUMNS) <= set(summary.columns):
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = summary[summary.attack.astype(str) != "none"]
+    if rows.empty:
+        return None
+    labels = [f"{r.target}/{r.method}\n{r.attack}" for r in rows.itertuples()]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 2), 4.2))
+    ax.bar(x - 0.2, 100 * rows.pre_attack_rate, 0.4, label="before attack")
+    ax.bar(x + 0.2, 100 * rows.post_attack_rate, 0.4, label="after attack")
+    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_ylabel("success rate (%)")
+    ax.set_ylim(0, 100)
+    ax.legend()
+    ax.set_title("Concept regenerated: before vs after attack", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def scoring_record(entries: list[dict]) -> dict:
+    """What measured the table: each concept's detector (model, threshold, versions), per model, and
+    the preservation metrics' models, so metrics.json says how every number was obtained."""
+    detectors, quality = {}, {}
+    for e in entries:
+        for concept, r in read_json(e["rates"])["rates"].items():
+            detectors.setdefault(e["model"], {}).setdefault(concept, r["detector"])
+        if e.get("quality"):
+            q = read_json(e["quality"])
+            quality.setdefault(e["model"], {
+                "clip_score": q.get("clip_score", {}).get("model"),
+                "fid": {k: v for k, v in q.get("fid_vs_base", {}).items() if k not in ("value", "reference")} or None,
+                "prompts": q.get("prompts"), "versions": q["provenance"]["versions"]})
+    return {"detectors": detectors, "quality": quality}
+
+
+def save_figure(fig, path: str | Path) -> None:
+    import matplotlib.pyplot as plt
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
 def run(entries: list[dict], out_dir: str | Path, spec: dict) -> None:
     """entries: [{model, variant, rates, images: [tar, ...]}]; writes the report files into out_dir."""
     from .runtime import stage
     out_dir = Path(out_dir)
-    with stage("report", spec) as run_info:
+    with stage("report", spec, spec.get("seed")) as run_info:
         df = tidy_rates(entries)
-        summary = summarise(df)
+        summary = add_quality(summarise(df), quality_table(entries))
         for name, frame in (("rates.csv", df), ("summary.csv", summary)):
             with atomic_path(out_dir / name) as tmp:
                 frame.to_csv(tmp, index=False, float_format="%.4f")
-        write_text(out_dir / "summary.md", markdown(summary))
+        write_text(out_dir / "summary.md", markdown(summary) + quality_markdown(summary))
         for model in dict.fromkeys(e["model"] for e in entries):
             with atomic_path(out_dir / f"grid_{model}.png") as tmp:
                 image_grid([e for e in entries if e["model"] == model], spec["grid_images"]).save(tmp, format="PNG")
-        write_json(out_dir / "metrics.json", metrics(summary))
+        save_figure(tradeoff_figure(summary), out_dir / "tradeoff.png")
+        if (fig := attack_figure(summary)) is not None:
+            save_figure(fig, out_dir / "attack_success.png")
+        write_json(out_dir / "metrics.json", {
+            "erased": metrics(summary), "summary": summary.to_dict(orient="records"),
+            **scoring_record(entries), "provenance": run_info.record()})
         write_json(out_dir / "report.json", run_info.record())

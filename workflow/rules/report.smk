@@ -3,14 +3,19 @@ rule report:
     input:
         rates=[e["rates"] for e in plan.report_entries(config)],
         images=[p for e in plan.report_entries(config) for p in e["images"]],
+        quality=[e["quality"] for e in plan.report_entries(config) if e["quality"]],
     output:
-        summary=report(f"{layout.REPORT}/summary.csv", category="Results", labels={"table": "summary"}),
+        summary=report(f"{layout.REPORT}/summary.csv", caption="../report/summary.rst", category="Results",
+                       labels={"table": "summary"}),
         markdown=f"{layout.REPORT}/summary.md",
-        rates=report(f"{layout.REPORT}/rates.csv", category="Results", labels={"table": "rates"}),
+        rates=report(f"{layout.REPORT}/rates.csv", caption="../report/rates.rst", category="Results",
+                     labels={"table": "rates"}),
         metrics=f"{layout.REPORT}/metrics.json",
         provenance=f"{layout.REPORT}/report.json",
         grids=report(expand(f"{layout.REPORT}/grid_{{model}}.png", model=config["run"]["models"]),
-                     category="Image grids"),
+                     caption="../report/grid.rst", category="Image grids"),
+        tradeoff=report(f"{layout.REPORT}/tradeoff.png", caption="../report/tradeoff.rst", category="Figures",
+                        labels={"figure": "erasure vs preservation"}),
     params:
         spec=lambda w: json.dumps(plan.report_spec(config), sort_keys=True),
         lineage=lineage("report"),

@@ -46,3 +46,26 @@ def write_prompt_sets(out_dir: str | Path, n: int = 40, seed: int = 0, world: Wo
             prompt_set(world, concept, n, seed).to_csv(tmp, index=False)
         paths.append(path)
     return paths
+
+
+def neutral_prompt_set(world: World, n: int, seed: int) -> pd.DataFrame:
+    """Captions of random scenes, as the model was trained on: ConceptWorld's COCO captions, the
+    neutral prompts on which preservation (CLIP score, FID against the base model) is measured."""
+    from .captions import caption
+    from .world import sample_labels
+    rng = np.random.default_rng([seed, *map(ord, "neutral")])
+    rows = []
+    for i in range(n):
+        labels = sample_labels(world, rng)
+        text, named = caption(world, labels, rng)
+        rows.append({"case_number": i, "prompt": text, "evaluation_seed": int(rng.integers(0, 2**31 - 1)),
+                     "evaluation_guidance": GUIDANCE, **{a: named.get(a, "") for a in ATTRIBUTES}})
+    return pd.DataFrame(rows)
+
+
+def write_neutral_set(out_dir: str | Path, n: int = 64, seed: int = 0, world: World | None = None) -> Path:
+    from ..artifacts import atomic_path
+    path = Path(out_dir) / "neutral.csv"
+    with atomic_path(path) as tmp:
+        neutral_prompt_set(world or World(), n, seed).to_csv(tmp, index=False)
+    return path

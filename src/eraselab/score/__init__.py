@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .clip import ClipDetector
 from .conceptworld import ConceptWorldDetector
+from .nudenet import NudeNetDetector
 
-DETECTORS = {"conceptworld": ConceptWorldDetector}
+DETECTORS = {"conceptworld": ConceptWorldDetector, "nudenet": NudeNetDetector, "clip": ClipDetector}
 
 
 def make_detector(cfg: dict, model_dir: str | Path):
@@ -33,7 +35,7 @@ def run(base: str | Path, image_sets: dict[str, str], concepts: dict[str, dict],
     with stage("score", spec) as run_info:
         tables, rates = [], {}
         for name, path in image_sets.items():
-            images, index, _ = load_image_set(path)
+            images, index, meta = load_image_set(path)
             detector = make_detector(concepts[name]["detector"], base)
             found = detector(images)
             keep = [c for c in ("file", "case_number", "image", "prompt", "evaluation_seed",
@@ -41,7 +43,10 @@ def run(base: str | Path, image_sets: dict[str, str], concepts: dict[str, dict],
             tables.append(pd.concat([index[keep].assign(prompt_set=name), found], axis=1))
             rates[name] = {"concept": name, "type": concepts[name]["type"], "n": len(found),
                            "rate": float(found["detected"].mean()), "detector": detector.describe(),
-                           "images": str(path)}
+                           "images": str(path), "images_sha256": meta.get("sha256"),
+                           "seeds": [int(x) for x in index["evaluation_seed"]]}
+            if hasattr(detector, "summarise"):   # detector-specific aggregates, e.g. NudeNet's per-class counts
+                rates[name].update(detector.summarise(found))
         with atomic_path(scores_out) as tmp:
             pd.concat(tables, ignore_index=True).to_csv(tmp, index=False)
         write_json(rates_out, {"variant": spec["variant"], "model": spec["model"], "rates": rates,

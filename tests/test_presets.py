@@ -1,0 +1,134 @@
+"""The Stable Diffusion presets: they validate and plan the whole DAG with no download, and the
+SD-v1.4-shaped random-weight preset runs end to end on a CPU."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from eraselab.config import ConfigError, validate
+from eraselab.plan import base_model_spec
+
+from test_workflow import planned, snakemake, workdir
+
+ROOT = Path(__file__).resolve().parents[1]
+FULL_DAG = {"base_model": 1, "erase": 6, "generate": 7, "generate_neutral": 7, "quality": 7, "score": 7,
+            "report": 1, "all": 1}
+
+
+@pytest.mark.parametrize("presets,model,repo", [
+    (["sd14"], "sd14", "CompVis/stable-diffusion-v1-4"),
+    (["sd14", "sd15"], "sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+    (["sd14", "sd21"], "sd21", "stabilityai/stable-diffusion-2-1-base"),
+])
+def test_sd_presets_plan_the_full_dag_without_download(tmp_path, presets, model, repo):
+    wd = workdir(tmp_path)
+    proc = snakemake(wd, "-n", "--configfile", *[f"config/{p}.yaml" for p in presets])
+    assert planned(proc) == FULL_DAG
+    out = proc.stdout + proc.stderr
+    assert f"resources/models/{model}" in out and not (wd / "resources").exists()
+    cfg = yaml.safe_load((ROOT / "config" / f"{presets[-1]}.yaml").read_text())
+    m = cfg["models"][model]
+    assert m["repo_id"] == repo and len(m["revision"]) == 40 and int(m["revision"], 16) >= 0
+
+
+def test_sd14_preset_has_the_papers_settings():
+    cfg = validate(yaml.safe_load((ROOT / "config" / "sd14.yaml").read_text()), ROOT)
+    gen = cfg["generation"]
+    assert (gen["height"], gen["width"], gen["steps"], gen["guidance"]) == (512, 512, 50, 7.5)
+    for name in ("esd-u", "esd-x"):
+        m = cfg["methods"][name]
+        assert (m["iterations"], m["lr"], m["negative_guidance"], m["sampling"], m["ddim_steps"],
+                m["start_guidance"], m["batch_size"]) == (1000, 1e-5, 1.0, "ddim", 50, 3.0, 1)
+    assert cfg["concepts"]["nudity"]["detector"]["threshold"] == 0.6
+    assert len(cfg["concepts"]["nudity"]["detector"]["labels"]) == 9
+    vg = cfg["concepts"]["van_gogh"]["detector"]
+    assert (vg["kind"], vg["target"], vg["model"], vg["pretrained"]) == ("clip", "art by Van Gogh", "ViT-L-14", "openai")
+    assert cfg["quality"]["clip_score"]["enabled"] and cfg["quality"]["fid"]["features"] == "inception"
+
+
+def test_random_model_needs_an_architecture_and_is_seeded():
+    cfg = yaml.safe_load((ROOT / "config" / "sd14-random.yaml").read_text())
+    v = validate(cfg, ROOT)
+    assert base_model_spec(v, "sd14-random") == {"source": "random", "architecture": "sd14", "seed": 0}
+    del cfg["models"]["sd14-random"]["architecture"]
+    with pytest.raises(ConfigError, match="models.sd14-random: missing required key; 'architecture'"):
+        validate(cfg, ROOT)
+
+
+def test_scoring_settings_are_checked_before_any_job():
+    cfg = yaml.safe_load((ROOT / "config" / "sd14.yaml").read_text())
+    cfg["concepts"]["van_gogh"]["detector"]["target"] = "art by Monet"
+    cfg["concepts"]["church"]["detector"] = {"kind": "conceptworld", "attribute": "shape", "value": "circle"}
+    cfg["generation"]["max_prompts"] = 1
+    with pytest.raises(ConfigError) as e:
+        validate(cfg, ROOT)
+    assert "concepts.van_gogh.detector.target: 'art by Monet' is not one of the candidates" in str(e.value)
+    assert "concepts.church.detector.kind: 'conceptworld' needs a ConceptWorld model" in str(e.value)
+    assert "quality.fid.features: FID needs at least 2 images" in str(e.value)
+
+
+def test_build_random_conceptworld_shapes(tmp_path):
+    from eraselab.models import build_random, load_pipeline
+    build_random("conceptworld", tmp_path / "cw", seed=3, image_size=16)
+    pipe = load_pipeline(tmp_path / "cw")
+    assert pipe.unet.config.sample_size == 4 and pipe.unet.config.cross_attention_dim == 64
+    assert json.loads((tmp_path / "cw" / "eraselab_source.json").read_text())["seed"] == 3
+    with pytest.raises(ValueError, match="unknown architecture 'sd99'"):
+        build_random("sd99", tmp_path / "x", seed=0)
+
+
+@pytest.mark.slow
+def test_sd14_shaped_random_preset_runs_end_to_end_on_a_cpu(tmp_path):
+    """The whole DAG on SD v1.4's shapes (860M-parameter UNet, ViT-L/14 text encoder) with random
+    weights: ESD-x for two iterations, one 64 px image per prompt set, NudeNet scoring, quality
+    metrics (a tiny random CLIP and random Inception weights stand in for the real ones), report."""
+    import torch
+    from torchvision.models import Inception3
+    wd = workdir(tmp_path)
+    torch.manual_seed(0)
+    torch.save(Inception3(aux_logits=True, init_weights=False).state_dict(), tmp_path / "inception.pth")
+    (tmp_path / "tiny-clip.json").write_text(json.dumps({
+        "embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}))
+    small = {
+        "run": {"methods": ["esd-x"]},
+        "models": {"sd14-random": {"image_size": 64}},   # same weight shapes, 8 x 8 latents
+        "methods": {"esd-x": {"iterations": 2, "ddim_steps": 2, "checkpoint_every": 1}},
+        "generation": {"steps": 2, "height": 64, "width": 64, "max_prompts": 2, "batch_size": 2, "preview": 2},
+        "quality": {"prompts": "data/prompts/examples/coco.csv",
+                    "clip_score": {"enabled": True, "model": str(tmp_path / "tiny-clip.json"), "pretrained": None},
+                    "fid": {"features": "inception", "inception_weights": "torchvision",
+                            "checkpoint": str(tmp_path / "inception.pth")}},
+    }
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(small))
+    presets = ["--configfile", "config/sd14-random.yaml", str(tmp_path / "small.yaml")]
+    snakemake(wd, "--cores", "1", *presets)
+
+    res = wd / "results" / "sd14-random"
+    delta = json.loads((res / "nudity/none/esd-x/delta.json").read_text())
+    assert delta["params"]["method"]["iterations"] == 2 and delta["wall_time_s"] > 0
+    from safetensors import safe_open
+    with safe_open(res / "nudity/none/esd-x/delta.safetensors", "pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    assert shapes["unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"] == (320, 768)
+    assert shapes["unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_v.weight"] == (1280, 768)
+
+    from eraselab.imagesets import load_image_set
+    images, _, _ = load_image_set(res / "nudity/none/esd-x/images/nudity.tar")
+    assert images.shape == (2, 64, 64, 3)
+    rates = json.loads((res / "nudity/none/esd-x/rates.json").read_text())["rates"]
+    det = rates["nudity"]["detector"]
+    assert det["kind"] == "nudenet" and det["nudenet"] == "3.4.2" and det["threshold"] == 0.6
+    assert rates["faces"]["detector"]["labels"] == ["FACE_FEMALE", "FACE_MALE"] and "class_counts" in rates["faces"]
+    assert rates["nudity"]["seeds"] == [3141592653, 2718281828]   # the I2P example's first rows
+    quality = json.loads((res / "nudity/none/esd-x/quality.json").read_text())
+    assert np.isfinite(quality["fid_vs_base"]["value"]) and quality["fid_vs_base"]["weights"] == "torchvision"
+    assert 0 <= quality["clip_score"]["mean"] <= 100
+
+    summary = (wd / "results/report/summary.csv").read_text().splitlines()
+    assert "clip_score" in summary[0] and "fid_vs_base" in summary[0] and len(summary) == 2
+    snakemake(wd, "--cores", "1", *presets, "--report", str(wd / "report.html"))
+    html = (wd / "report.html").read_text(errors="ignore")
+    assert "tradeoff.png" in html and "summary.csv" in html

@@ -1,0 +1,32 @@
+rule generate_neutral:
+    """A variant's images of the neutral prompt set (e.g. COCO captions), for preservation metrics."""
+    input:
+        unpack(lambda w: plan.neutral_inputs(config, w.model, w.variant)),
+    output:
+        images=layout.NEUTRAL_IMAGES,
+        meta=layout.NEUTRAL_IMAGES.replace(".tar", ".json"),
+    params:
+        spec=spec(plan.generate_spec),
+        delta=lambda w, input: f"--delta {input.delta}" if "delta" in input.keys() else "",
+    threads: 1
+    log:
+        "logs/generate_neutral/{model}/{variant}.log",
+    shell:
+        "eraselab --threads {threads} generate --base {input.base} {params.delta} --spec {params.spec:q} "
+        "--prompts neutral={input.prompts} --images neutral={output.images} > {log} 2>&1"
+
+
+rule quality:
+    """CLIP score of a variant's neutral images, and their FID against the base model's."""
+    input:
+        unpack(lambda w: plan.quality_inputs(config, w.model, w.variant)),
+    output:
+        layout.QUALITY,
+    params:
+        spec=spec(plan.quality_spec),
+    threads: 1
+    log:
+        "logs/quality/{model}/{variant}.log",
+    shell:
+        "eraselab --threads {threads} quality --base {input.base} --images {input.images} "
+        "--reference {input.reference} --spec {params.spec:q} --out {output} > {log} 2>&1"
