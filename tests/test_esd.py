@@ -97,3 +97,40 @@ def test_esd_erases_a_concept_on_conceptworld(conceptworld_pipe, conceptworld_di
     losses = np.array(record["losses"])
     assert losses[-30:].mean() < losses[:30].mean()
     assert before >= 0.7 and after <= before / 2, (before, after)
+
+
+def test_several_erase_prompts_are_all_trained(tiny_pipe):
+    """concept.erase with several prompts: one is drawn per iteration, and each one moves toward its target."""
+    from eraselab.erase.common import encode_prompts
+    from eraselab.erase.finetune import frozen_copy, predict
+    two = Concept(name="shapes", type="object", erase=("triangle", "a red circle"))
+    frozen = frozen_copy(tiny_pipe.unet)
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.randn(8, 4, 8, 8, generator=g), torch.linspace(50, 950, 8).long()
+    conds, uncond = encode_prompts(tiny_pipe, list(two.erase)).split(1), encode_prompts(tiny_pipe, [""])
+
+    @torch.no_grad()
+    def distance_to_targets(unet):
+        out = []
+        for c in conds:
+            e_0, e_c = predict(frozen, x, t, [uncond, c])
+            out.append(torch.nn.functional.mse_loss(predict(unet, x, t, [c])[0], e_0 - 2.0 * (e_c - e_0)).item())
+        return out
+
+    before = distance_to_targets(tiny_pipe.unet)
+    _, record = esd(tiny_pipe, two, {**FAST, "iterations": 16, "lr": 1e-4, "negative_guidance": 2.0}, seed=0)
+    after = distance_to_targets(tiny_pipe.unet)
+    assert sum(record["prompt_iterations"]) == 16 and min(record["prompt_iterations"]) >= 3
+    assert after[0] < before[0] and after[1] < before[1], (before, after)
+
+
+def test_erase_from_trains_the_source_prompt_toward_its_guided_target(tiny_pipe_dir):
+    """Erase-from: target eps*(c_from) - eta (eps*(c) - eps*("")): with eta 0 the untrained model already hits it."""
+    from eraselab.models import load_pipeline
+    params = {**FAST, "iterations": 1, "negative_guidance": 0.0}
+    _, plain = esd(load_pipeline(tiny_pipe_dir), CONCEPT, params, seed=0)
+    _, source = esd(load_pipeline(tiny_pipe_dir), CONCEPT, {**params, "erase_from": "a circle"}, seed=0)
+    assert plain["losses"][0] > 1e-6 and source["losses"][0] < 1e-10
+    _, guided = esd(load_pipeline(tiny_pipe_dir), CONCEPT, {**params, "erase_from": "a circle",
+                                                           "negative_guidance": 1.0}, seed=0)
+    assert guided["losses"][0] > 1e-6

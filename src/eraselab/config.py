@@ -71,8 +71,9 @@ def fill_defaults(obj: Any, schema: dict, root: dict | None = None) -> Any:
     out = dict(obj)
     for name, sub in schema.get("properties", {}).items():
         sub_resolved = _resolve(sub["$ref"], root) if "$ref" in sub else sub
-        if name not in out and "default" in sub_resolved:
-            out[name] = copy.deepcopy(sub_resolved["default"])
+        has_default = "default" in sub or "default" in sub_resolved
+        if name not in out and has_default:   # a default beside a $ref wins over the referenced one's
+            out[name] = copy.deepcopy(sub["default"] if "default" in sub else sub_resolved["default"])
         if name in out:
             out[name] = fill_defaults(out[name], sub, root)
     extra = schema.get("additionalProperties")
@@ -125,6 +126,11 @@ def _reference_errors(cfg: dict) -> list[str]:
             if not re.match(NAME_PATTERN, name) or name in RESERVED:
                 problems.append(f"{section}.{name}: invalid name; names become file paths: use letters, digits "
                                 f"and _ . + - (not starting with a symbol), and not {' or '.join(sorted(RESERVED))}")
+    for name, concept in cfg.get("concepts", {}).items():
+        anchor = concept.get("anchor", "")
+        if isinstance(anchor, list) and len(anchor) != len(concept["erase"]):
+            problems.append(f"concepts.{name}.anchor: {len(anchor)} anchors for {len(concept['erase'])} erase "
+                            f"prompts; give one anchor (a string), or one per erase prompt")
     overlap = set(cfg["run"]["targets"]) & set(cfg["run"].get("preserve", []))
     if overlap:
         problems.append(f"run.preserve: {sorted(overlap)} also in run.targets; a concept is erased or preserved, not both")
@@ -152,10 +158,13 @@ def _file_errors(cfg: dict, root: Path) -> list[str]:
     used = set(cfg["run"]["targets"]) | set(cfg["run"].get("preserve", []))
     for name in sorted(used & set(cfg["concepts"])):
         concept = cfg["concepts"][name]
-        try:
-            load_prompts(root / concept["prompts"], cfg["generation"]["guidance"])
-        except PromptSetError as e:
-            problems.append(f"concepts.{name}.prompts: {e}")
+        for key in ("prompts", "validation"):
+            if key not in concept:
+                continue
+            try:
+                load_prompts(root / concept[key], cfg["generation"]["guidance"])
+            except PromptSetError as e:
+                problems.append(f"concepts.{name}.{key}: {e}")
     if cfg.get("quality", {}).get("prompts"):
         try:
             load_prompts(root / cfg["quality"]["prompts"], cfg["generation"]["guidance"])

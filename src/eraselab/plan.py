@@ -45,10 +45,35 @@ def concept_spec(cfg: dict, name: str) -> dict:
     return {"name": name, **cfg["concepts"][name]}
 
 
+# Erasers that generate a validation prompt set and run the concept's detector while erasing
+# (RECE keeps its best epoch); only their jobs depend on the detector and generation settings.
+VALIDATED_ALGORITHMS = {"rece"}
+VALIDATION_GENERATION = ("steps", "scheduler", "batch_size", "guidance")
+
+
+def validation_spec(cfg: dict, target: str, method: str) -> dict | None:
+    """What a validating eraser needs: the target's validation prompts, detector, generation settings."""
+    concept = cfg["concepts"][target]
+    if cfg["methods"][method]["algorithm"] not in VALIDATED_ALGORITHMS or "validation" not in concept:
+        return None
+    return {"prompts": concept["validation"], "detector": concept["detector"],
+            "generation": {k: cfg["generation"][k] for k in VALIDATION_GENERATION}}
+
+
+def erase_inputs(cfg: dict, model: str, target: str, method: str) -> dict:
+    inputs = {"base": model_dir(cfg, model)}
+    if (v := validation_spec(cfg, target, method)) is not None:
+        inputs["validation"] = v["prompts"]
+    return inputs
+
+
 def erase_spec(cfg: dict, model: str, target: str, prune: str, method: str) -> dict:
-    return {"method_name": method, "method": cfg["methods"][method], "prune": prune,
-            "concept": {k: v for k, v in concept_spec(cfg, target).items() if k != "detector"},
+    spec = {"method_name": method, "method": cfg["methods"][method], "prune": prune,
+            "concept": {k: v for k, v in concept_spec(cfg, target).items() if k not in ("detector", "validation")},
             "seed": cfg["seed"], "model": model}
+    if (v := validation_spec(cfg, target, method)) is not None:
+        spec["validation"] = v
+    return spec
 
 
 def delta_path(model: str, variant: str) -> str | None:

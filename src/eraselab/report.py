@@ -33,6 +33,44 @@ def tidy_rates(entries: list[dict]) -> pd.DataFrame:
     return df
 
 
+def pixel_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per image: mean absolute difference of two uint8 image batches, on a 0-1 scale."""
+    return np.abs(a.astype(np.float32) - b.astype(np.float32)).mean(axis=(1, 2, 3)) / 255
+
+
+def set_distance(base_tar: str, erased_tar: str) -> float:
+    """Mean pixel distance between a prompt set's images on the base and on an erased model.
+
+    Rows are matched by (case_number, image) and must share their seed, so each
+    pair is the same prompt and initial noise: the distance measures how much the
+    erasure moved the image (its layout, colours, shapes), not sampling noise.
+    """
+    from .imagesets import load_image_set
+    (a, ia, _), (b, ib, _) = load_image_set(base_tar, verify=False), load_image_set(erased_tar, verify=False)
+    keys = ["case_number", "image"] if "image" in ia.columns and "image" in ib.columns else ["case_number"]
+    pairs = ia.reset_index().merge(ib.reset_index(), on=keys, suffixes=("_a", "_b"))
+    pairs = pairs[pairs.evaluation_seed_a == pairs.evaluation_seed_b]
+    if pairs.empty:
+        return float("nan")
+    return float(pixel_distance(a[pairs.index_a.to_numpy()], b[pairs.index_b.to_numpy()]).mean())
+
+
+def add_pixel_distances(df: pd.DataFrame, entries: list[dict]) -> pd.DataFrame:
+    """Column ``pixel_distance``: each erased variant's images against the base model's (NaN for base)."""
+    base = {e["model"]: {Path(p).stem: p for p in e["images"]} for e in entries if e["variant"] == BASE}
+    dist = {}
+    for e in entries:
+        if e["variant"] == BASE or e["model"] not in base:
+            continue
+        for path in e["images"]:
+            concept = Path(path).stem
+            if concept in base[e["model"]]:
+                dist[(e["model"], e["variant"], concept)] = set_distance(base[e["model"]][concept], path)
+    variants = df.apply(lambda r: BASE if r.method == BASE else f"{r.target}/{r.prune}/{r.method}", axis=1)
+    return df.assign(pixel_distance=[dist.get((m, v, c), float("nan"))
+                                     for m, v, c in zip(df.model, variants, df.concept)])
+
+
 def summarise(df: pd.DataFrame, min_reduction: float = 0.5, max_drop_points: float = 10.0) -> pd.DataFrame:
     """One row per erased model: the target's rate against the base's, and the worst drop elsewhere."""
     rows = []
@@ -46,6 +84,8 @@ def summarise(df: pd.DataFrame, min_reduction: float = 0.5, max_drop_points: flo
                      "reduction": reduction, "others_mean_rate": float(others.rate.mean()),
                      "others_base_mean_rate": float(others.base_rate.mean()),
                      "others_max_drop_points": drop,
+                     **({"others_pixel_distance": float(others.pixel_distance.mean())}
+                        if "pixel_distance" in others else {}),
                      "erased": bool(reduction >= min_reduction),
                      "preserved": bool(drop <= max_drop_points)})
     return pd.DataFrame(rows)
@@ -60,13 +100,16 @@ def metrics(summary: pd.DataFrame) -> dict:
 
 def markdown(summary: pd.DataFrame) -> str:
     """The summary as a Markdown table, rates in percent."""
+    layout = "others_pixel_distance" in summary   # how far unrelated images moved (layout preservation)
     head = ("| model | target (type) | pruning | method | base rate | erased rate | reduction | "
-            "others: mean rate (base) | others: max drop | erased ≥50% | others ≤10 pt |\n"
-            "|---|---|---|---|---:|---:|---:|---:|---:|:-:|:-:|\n")
+            "others: mean rate (base) | others: max drop | erased ≥50% | others ≤10 pt |"
+            + (" others: pixel distance to base |" if layout else "") + "\n"
+            "|---|---|---|---|---:|---:|---:|---:|---:|:-:|:-:|" + ("---:|" if layout else "") + "\n")
     lines = [f"| {r.model} | {r.target} ({r.target_type}) | {r.prune} | {r.method} | {100 * r.base_rate:.1f}% | "
              f"{100 * r.erased_rate:.1f}% | {100 * r.reduction:.0f}% | {100 * r.others_mean_rate:.1f}% "
              f"({100 * r.others_base_mean_rate:.1f}%) | {r.others_max_drop_points:.1f} pt | "
              f"{'yes' if r.erased else 'no'} | {'yes' if r.preserved else 'no'} |"
+             + (f" {r.others_pixel_distance:.3f} |" if layout else "")
              for r in summary.itertuples()]
     return head + "\n".join(lines) + "\n"
 
@@ -232,7 +275,7 @@ def run(entries: list[dict], out_dir: str | Path, spec: dict) -> None:
     from .runtime import stage
     out_dir = Path(out_dir)
     with stage("report", spec, spec.get("seed")) as run_info:
-        df = tidy_rates(entries)
+        df = add_pixel_distances(tidy_rates(entries), entries)
         summary = add_quality(summarise(df), quality_table(entries))
         for name, frame in (("rates.csv", df), ("summary.csv", summary)):
             with atomic_path(out_dir / name) as tmp:

@@ -1,7 +1,7 @@
 rule erase:
     """Erase a concept with one method; writes only the changed tensors and their metadata."""
     input:
-        base=lambda w: plan.model_dir(config, w.model),
+        unpack(lambda w: plan.erase_inputs(config, w.model, w.target, w.method)),
     output:
         delta=layout.DELTA,
         meta=layout.DELTA.replace(".safetensors", ".json"),

@@ -4,7 +4,10 @@ Each set asks for its concept in every prompt, with the other attributes
 drawn at random (sometimes named, sometimes left to the model), like the
 varied prompts of I2P or of the artist prompt lists. Label columns record what
 each prompt asked for. The shipped files under data/prompts/conceptworld are
-exactly what ``write_prompt_sets`` produces (a test checks it).
+exactly what ``write_prompt_sets`` produces (a test checks it), and the
+validation sets under data/prompts/conceptworld/validation (which methods such
+as RECE select on, never the evaluation sets) are ``write_validation_sets``'s:
+the same generator with another seed.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from .captions import prompt_for
 from .world import ATTRIBUTES, World
 
 GUIDANCE = 5.0
+VALIDATION_SEED, VALIDATION_PROMPTS = 1, 20   # evaluation sets use seed 0
 
 
 def prompt_set(world: World, concept: str, n: int, seed: int) -> pd.DataFrame:
@@ -69,3 +73,8 @@ def write_neutral_set(out_dir: str | Path, n: int = 64, seed: int = 0, world: Wo
     with atomic_path(path) as tmp:
         neutral_prompt_set(world or World(), n, seed).to_csv(tmp, index=False)
     return path
+
+
+def write_validation_sets(out_dir: str | Path, world: World | None = None) -> list[Path]:
+    """Validation prompt sets: drawn like the evaluation sets, from another seed."""
+    return write_prompt_sets(out_dir, n=VALIDATION_PROMPTS, seed=VALIDATION_SEED, world=world)

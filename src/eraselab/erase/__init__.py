@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Callable
 
+from .abo import all_but_one
 from .common import Concept, DivergenceError, select_parameters
 from .esd import esd
+from .rece import rece
+from .uce import uce
 
-ALGORITHMS: dict[str, Callable] = {"esd": esd}
+ALGORITHMS: dict[str, Callable] = {"esd": esd, "all-but-one": all_but_one, "uce": uce, "rece": rece}
 
 __all__ = ["ALGORITHMS", "Concept", "DivergenceError", "select_parameters"]

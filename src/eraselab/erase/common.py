@@ -16,13 +16,24 @@ class Concept:
     name: str
     type: str                      # object | style | implicit
     erase: tuple[str, ...]         # prompts the method is given
-    anchor: str = ""               # what the concept is mapped to ("" = unconditional)
+    anchor: str | tuple[str, ...] = ""  # what it is mapped to ("" = unconditional); one per erase prompt, or shared
     preserve: tuple[str, ...] = ()  # prompts closed-form methods must keep
 
     @classmethod
     def from_config(cls, name: str, cfg: dict) -> "Concept":
+        anchor = cfg.get("anchor", "")
         return cls(name=name, type=cfg["type"], erase=tuple(cfg.get("erase") or [name]),
-                   anchor=cfg.get("anchor", ""), preserve=tuple(cfg.get("preserve", ())))
+                   anchor=anchor if isinstance(anchor, str) else tuple(anchor),
+                   preserve=tuple(cfg.get("preserve", ())))
+
+    def guides(self) -> list[str]:
+        """The anchor of each erase prompt (a single anchor is shared by all of them)."""
+        if isinstance(self.anchor, str):
+            return [self.anchor] * len(self.erase)
+        if len(self.anchor) != len(self.erase):
+            raise ValueError(f"concept {self.name!r}: {len(self.anchor)} anchors for {len(self.erase)} erase "
+                             f"prompts; give one anchor, or one per erase prompt")
+        return list(self.anchor)
 
 
 # Which UNet parameters each ESD-style train method updates. noxattn follows the paper-era
@@ -46,6 +57,11 @@ def select_parameters(unet: torch.nn.Module, train: str) -> list[str]:
     if not names:
         raise ValueError(f"parameter set {train!r} matches no parameter of this UNet")
     return names
+
+
+def cross_attention_kv(unet: torch.nn.Module) -> list[str]:
+    """Names of every cross-attention key and value projection weight (UCE/RECE edit these)."""
+    return [n for n in select_parameters(unet, "xattn-strict") if n.endswith(".weight")]
 
 
 @torch.no_grad()
