@@ -13,6 +13,7 @@ include: "workflow/rules/base_model.smk"
 include: "workflow/rules/erase.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/score.smk"
+include: "workflow/rules/attack.smk"
 include: "workflow/rules/report.smk"
 
 
