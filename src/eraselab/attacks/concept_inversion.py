@@ -76,9 +76,10 @@ def concept_inversion(pipe, inputs: AttackInputs, params: dict, seed: int, progr
         if ckpt is not None and ckpt.due(step + 1) and step + 1 < p["steps"]:
             ckpt.save(step + 1, {"vector": vector.detach().clone(), "opt": opt.state_dict(), "losses": losses})
 
+    vector = vector.detach()
     ids = torch.tensor([template_ids(tok, p["attack_template"], s, new_id) for s in prompts])
     texts = [decode(tok, r, [p["token_name"]]) for r in ids]
     init_vec = te.get_input_embeddings().weight[init[0]].detach().float()
-    return (AdversarialSet(ids, texts, new_tokens=vector.detach()[None].to(te.dtype)),
+    return (AdversarialSet(ids, texts, new_tokens=vector[None].to(te.dtype)),
             {"losses": losses, "token_name": p["token_name"], "initializer": p["initializer"],
              "vector_norm": float(vector.norm()), "moved_from_initializer": float((vector - init_vec).norm())})
