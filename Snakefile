@@ -17,6 +17,7 @@ include: "workflow/rules/erase.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/quality.smk"
+include: "workflow/rules/attack.smk"
 include: "workflow/rules/report.smk"
 
 

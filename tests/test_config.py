@@ -61,7 +61,13 @@ BAD = [
     ("run.methods", ["esd-z"], ["run.methods", "'esd-z'", "'esd-x'"]),
     ("run.models", ["sd99"], ["run.models", "'sd99'", "'conceptworld'"]),
     ("run.preserve", ["triangle"], ["run.preserve", "triangle", "also in run.targets"]),
-    ("run.attacks", ["unlearndiff"], ["run.attacks", "'unlearndiff'", "'none'"]),
+    ("run.attacks", ["p5d"], ["run.attacks", "'p5d'", "'none'", "'unlearndiff'"]),
+    ("attacks.unlearndiff.prefix_tokens", 0, ["attacks.unlearndiff.prefix_tokens", "0", "minimum"]),
+    ("attacks.unlearndiff.vocabulary", "emoji", ["attacks.unlearndiff.vocabulary", "'emoji'", "'words'", "'all'"]),
+    ("attacks.ringabell.mode", "guess", ["attacks.ringabell.mode", "'guess'", "'prompt'", "'embedding'"]),
+    ("attacks.ringabell.pairs", DELETE, ["attacks.ringabell", "pairs", "required"]),
+    ("attacks.cce.step", 3, ["attacks.cce", "step", "unknown key", "steps"]),
+    ("attacks.p4d", {"algorithm": "p4d"}, ["attacks.p4d.algorithm", "'p4d'", "'unlearndiff'"]),
     ("run.colour", 1, ["run.colour", "unknown key"]),
     ("methods.esd-x.lr", "fast", ["methods.esd-x.lr", "'fast'", "expected number"]),
     ("methods.esd-x.lr", 0, ["methods.esd-x.lr", "exclusiveMinimum"]),
@@ -100,3 +106,13 @@ def test_all_problems_are_reported_at_once(cfg, root):
     cfg["seed"] = -1
     message = problems(cfg, root)
     assert "esd-x.lr" in message and "esd-u.train" in message and "seed" in message and "3 problems" in message
+
+
+def test_attack_defaults_and_missing_pairs_file(cfg, root):
+    out = validate(cfg, root)
+    assert out["attacks"]["unlearndiff"]["lr"] == 0.01 and out["attacks"]["unlearndiff"]["weight_decay"] == 0.1
+    assert out["attacks"]["ringabell"]["crossover"] == 0.5 and out["attacks"]["cce"]["attack_template"]
+    cfg["run"]["attacks"] = ["ringabell"]
+    cfg["attacks"]["ringabell"]["pairs"] = "data/prompts/pairs-{concept}.csv"
+    message = problems(cfg, root)
+    assert "attacks.ringabell.pairs" in message and "pairs-triangle.csv" in message and "prompt_without" in message

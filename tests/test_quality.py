@@ -105,17 +105,14 @@ def test_centre_crop_resize():
     assert out.shape == (10, 10, 3) and out.min() >= 250   # the centred square crop is all white
 
 
-def summary_frame(attack=False):
+def summary_frame():
     rows = [dict(model="m", target="t1", target_type="object", prune="none", method="esd-x", base_rate=0.9,
                  erased_rate=0.1, reduction=0.89, others_mean_rate=0.7, others_base_mean_rate=0.8,
                  others_max_drop_points=12.0, erased=True, preserved=False),
             dict(model="m", target="t2", target_type="style", prune="none", method="esd-u", base_rate=0.6,
                  erased_rate=0.5, reduction=0.17, others_mean_rate=0.8, others_base_mean_rate=0.8,
                  others_max_drop_points=1.0, erased=False, preserved=True)]
-    df = pd.DataFrame(rows)
-    if attack:
-        df = df.assign(attack=["unlearndiff", "none"], pre_attack_rate=[0.1, 0.5], post_attack_rate=[0.7, 0.5])
-    return df
+    return pd.DataFrame(rows)
 
 
 def test_quality_columns_join_the_summary():
@@ -142,15 +139,6 @@ def test_tradeoff_figure_has_a_panel_per_measure(tmp_path, with_quality):
     report.save_figure(fig, tmp_path / "tradeoff.png")
     from PIL import Image
     assert Image.open(tmp_path / "tradeoff.png").size[0] > 500
-
-
-def test_attack_figure_only_with_attack_columns(tmp_path):
-    assert report.attack_figure(summary_frame()) is None
-    fig = report.attack_figure(summary_frame(attack=True))
-    bars = [p.get_height() for p in fig.axes[0].patches]
-    assert bars == [10.0, 70.0]   # one erased model attacked: before and after, in percent
-    report.save_figure(fig, tmp_path / "attack.png")
-    assert (tmp_path / "attack.png").stat().st_size > 0
 
 
 def test_report_records_how_every_number_was_measured(tmp_path):

@@ -66,6 +66,21 @@ def report(a) -> None:
     run(a.spec["entries"], a.out, a.spec)
 
 
+def attack(a) -> None:
+    from .attacks.stage import run_attack
+    run_attack(a.base, a.delta, a.reference, a.pairs, a.out, a.spec)
+
+
+def attack_generate(a) -> None:
+    from .attacks.stage import run_generate
+    run_generate(a.base, a.delta, a.adversarial, a.out, a.spec, shared=a.spec.get("shared", False))
+
+
+def attack_score(a) -> None:
+    from .attacks.stage import run_score
+    run_score(a.base, a.images, a.plain_scores, a.scores, a.rates, a.spec)
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eraselab", description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
@@ -100,6 +115,24 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--images", required=True, metavar="TAR")
     s.add_argument("--reference", required=True, metavar="TAR", help="the base model's neutral images")
     s.add_argument("--out", required=True)
+
+    s = stage("attack", attack, "attack a model: adversarial prompts or embeddings for its target's prompts")
+    s.add_argument("--base", required=True)
+    s.add_argument("--delta")
+    s.add_argument("--reference", help="the base model's image set of the target's prompts")
+    s.add_argument("--pairs", help="paired prompts with and without the concept (Ring-A-Bell)")
+    s.add_argument("--out", required=True, metavar="ADVERSARIAL.safetensors")
+    s = stage("attack_generate", attack_generate, "generate a target's image set under attack")
+    s.add_argument("--base", required=True)
+    s.add_argument("--delta")
+    s.add_argument("--adversarial", required=True)
+    s.add_argument("--out", required=True, metavar="TAR")
+    s = stage("attack_score", attack_score, "pre- and post-attack success rates")
+    s.add_argument("--base", required=True)
+    s.add_argument("--images", required=True)
+    s.add_argument("--plain-scores", required=True, help="the variant's scores.csv (plain prompts)")
+    s.add_argument("--scores", required=True)
+    s.add_argument("--rates", required=True)
     s = stage("report", report, "tables, figures and grids")
     s.add_argument("--out", required=True)
     return p

@@ -91,7 +91,7 @@ def _resolve(ref: str, root: dict) -> dict:
 
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"  # names become path components and wildcards
-RESERVED = {NONE, "base"}
+RESERVED = {NONE, "base", "attacks"}  # "attacks": results/{model}/attacks/ holds shared attack results
 
 
 def _algorithm_errors(section: str, entries: dict, field: str, defs: dict, root: dict) -> tuple[dict, list[str]]:
@@ -155,6 +155,7 @@ def _file_errors(cfg: dict, root: Path) -> list[str]:
             elif not (root / path / index).is_file():
                 problems.append(f"models.{name}.path: {path!r} is not a {model['source']} model directory "
                                 f"({root / path / index} not found)")
+    problems += _attack_file_errors(cfg, root)
     used = set(cfg["run"]["targets"]) | set(cfg["run"].get("preserve", []))
     for name in sorted(used & set(cfg["concepts"])):
         concept = cfg["concepts"][name]
@@ -202,6 +203,19 @@ def _scoring_errors(cfg: dict) -> list[str]:
     return problems
 
 
+def _attack_file_errors(cfg: dict, root: Path) -> list[str]:
+    """Files the run's attacks read: Ring-A-Bell's paired prompts, one CSV per target."""
+    problems = []
+    for name in cfg["run"].get("attacks", []):
+        pattern = cfg.get("attacks", {}).get(name, {}).get("pairs")
+        for target in cfg["run"]["targets"] if pattern else []:
+            path = root / pattern.format(concept=target)
+            if not path.is_file():
+                problems.append(f"attacks.{name}.pairs: {str(path)!r} not found (for target {target!r}); "
+                                f"it needs columns prompt, prompt_without")
+    return problems
+
+
 def validate(config: dict, root: str | Path = ".", schema: dict | None = None) -> dict:
     """The config with defaults filled in; raise ConfigError listing every problem found.
 
@@ -217,6 +231,9 @@ def validate(config: dict, root: str | Path = ".", schema: dict | None = None) -
     defs = schema["$defs"]
     if _is_map_of_maps(cfg.get("methods")):
         cfg["methods"], p = _algorithm_errors("methods", cfg["methods"], "algorithm", defs["algorithms"], schema)
+        problems += p
+    if _is_map_of_maps(cfg.get("attacks")):
+        cfg["attacks"], p = _algorithm_errors("attacks", cfg["attacks"], "algorithm", defs["attacks_algorithms"], schema)
         problems += p
     if _is_map_of_maps(cfg.get("concepts")):
         for name, concept in cfg["concepts"].items():

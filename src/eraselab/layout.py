@@ -54,3 +54,25 @@ def grid(run: dict) -> list[tuple[str, str]]:
 def prompt_sets(run: dict) -> list[str]:
     """The prompt sets every variant generates: the targets', then the preserved concepts'."""
     return list(dict.fromkeys([*run["targets"], *run["preserve"]]))
+
+
+# Attacks. A variant's attack results live under its directory; attacks that read only the text
+# encoder (Ring-A-Bell) are computed once per base model and target, under results/{model}/attacks/.
+ATTACK = VARIANT + "/attacks/{attack}"
+ADVERSARIAL = ATTACK + "/adversarial.safetensors"
+SHARED_ADVERSARIAL = "results/{model}/attacks/{attack}/{target}/adversarial.safetensors"
+ATTACK_IMAGES = ATTACK + "/images.tar"
+ATTACK_SCORES = ATTACK + "/scores.csv"
+ATTACK_RATES = ATTACK + "/rates.json"
+
+
+def adversarial_files(path: str) -> list[str]:
+    """An adversarial set's files: tensors, per-prompt table, metadata."""
+    stem = path.removesuffix(".safetensors")
+    return [path, stem + ".csv", stem + ".json"]
+
+
+def attack_grid(run: dict) -> list[tuple[str, str, str]]:
+    """Every (model, erased variant, attack) the run evaluates; the base model is not attacked."""
+    attacks = [a for a in run.get("attacks", []) if a != "none"]
+    return [(m, v, a) for m, v in grid(run) if v != BASE for a in attacks]

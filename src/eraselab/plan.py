@@ -142,7 +142,10 @@ def report_entries(cfg: dict) -> list[dict]:
 
 
 def report_spec(cfg: dict) -> dict:
-    return {"entries": report_entries(cfg), **cfg["report"], "seed": cfg["seed"]}
+    spec = {"entries": report_entries(cfg), **cfg["report"], "seed": cfg["seed"]}
+    if attacks := attack_entries(cfg):
+        spec["attacks"] = attacks
+    return spec
 
 
 def resources(cfg: dict, rule: str, attempt: int = 1) -> dict:
@@ -163,7 +166,7 @@ def resources(cfg: dict, rule: str, attempt: int = 1) -> dict:
 def final_outputs(cfg: dict) -> list[str]:
     return [f"{layout.REPORT}/{name}" for name in ("summary.csv", "summary.md", "rates.csv", "metrics.json",
                                                    "tradeoff.png")] \
-        + [f"{layout.REPORT}/grid_{m}.png" for m in cfg["run"]["models"]]
+        + [f"{layout.REPORT}/grid_{m}.png" for m in cfg["run"]["models"]] + attack_report_outputs(cfg)
 
 
 
@@ -225,3 +228,114 @@ def _parents(cfg: dict, rule: str, w: dict, code: dict[str, str]) -> list[str]:
 def lineage(cfg: dict, rule: str, code: dict[str, str] | None = None, **w) -> str:
     """The digest of everything upstream of a job (code: rule -> fingerprint of the code it runs)."""
     return hashlib.sha256(json.dumps(_parents(cfg, rule, w, code or {})).encode()).hexdigest()[:16]
+
+
+# --- attacks ------------------------------------------------------------------------------------
+
+# Erasure algorithms whose deltas change only the UNet: their variants keep the base model's text
+# encoder, so attacks that read only the text encoder (Ring-A-Bell) are computed once on the base
+# model and shared. An algorithm not listed is assumed to change the text encoder: its variants get
+# their own run (never wrong, only slower). The attack_generate stage checks the delta to be sure.
+UNET_ONLY_METHODS = {"esd"}
+
+
+def keeps_text_encoder(cfg: dict, variant: str) -> bool:
+    method = layout.parse_variant(variant)["method"]
+    return method is None or cfg["methods"][method]["algorithm"] in UNET_ONLY_METHODS
+
+
+def attack_algorithm(cfg: dict, attack: str) -> str:
+    return cfg["attacks"][attack]["algorithm"]
+
+
+def shares_attack(cfg: dict, variant: str, attack: str) -> bool:
+    """Does this variant reuse the base model's result of this attack (a text-encoder attack)?"""
+    from .attacks import LEVEL
+    return LEVEL[attack_algorithm(cfg, attack)] == "text_encoder" and keeps_text_encoder(cfg, variant)
+
+
+def adversarial_path(cfg: dict, model: str, variant: str, attack: str) -> str:
+    """The adversarial set a variant is attacked with: its own, or the shared one of its base model."""
+    if shares_attack(cfg, variant, attack):
+        target = layout.parse_variant(variant)["target"]
+        return layout.SHARED_ADVERSARIAL.format(model=model, attack=attack, target=target)
+    return layout.ADVERSARIAL.format(model=model, variant=variant, attack=attack)
+
+
+def _attack_inputs(cfg: dict, model: str, target: str, attack: str, delta: str | None) -> dict:
+    from .attacks import NEEDS
+    needs = NEEDS[attack_algorithm(cfg, attack)]
+    inputs = {"base": model_dir(cfg, model), "prompts": cfg["concepts"][target]["prompts"]}
+    if delta:
+        inputs["delta"] = delta
+    if "reference" in needs:  # the base model's images of the target's prompts
+        inputs["reference"] = layout.IMAGES.format(model=model, variant=layout.BASE, promptset=target)
+    if "pairs" in needs:
+        inputs["pairs"] = pairs_path(cfg, attack, target)
+    return inputs
+
+
+def pairs_path(cfg: dict, attack: str, target: str) -> str:
+    return cfg["attacks"][attack]["pairs"].format(concept=target)
+
+
+def attack_inputs(cfg: dict, model: str, variant: str, attack: str) -> dict:
+    target = layout.parse_variant(variant)["target"]
+    return _attack_inputs(cfg, model, target, attack, delta_path(model, variant))
+
+
+def shared_attack_inputs(cfg: dict, model: str, target: str, attack: str) -> dict:
+    return _attack_inputs(cfg, model, target, attack, None)
+
+
+def _attack_spec(cfg: dict, model: str, target: str, attack: str, variant: str) -> dict:
+    from .attacks import NEEDS
+    params = cfg["attacks"][attack]
+    gen = cfg["generation"]
+    # rows come from the generation settings; the rest of them matter only to attacks that generate
+    generation = gen if "detector" in NEEDS[params["algorithm"]] else \
+        {k: gen[k] for k in ("max_prompts", "guidance", "scheduler")}
+    return {"attack_name": attack, "attack": params, "concept": concept_spec(cfg, target),
+            "prompts": cfg["concepts"][target]["prompts"], "generation": generation, "seed": cfg["seed"],
+            "dtype": cfg["models"][model]["dtype"], "model": model, "variant": variant}
+
+
+def attack_spec(cfg: dict, model: str, variant: str, attack: str) -> dict:
+    return _attack_spec(cfg, model, layout.parse_variant(variant)["target"], attack, variant)
+
+
+def shared_attack_spec(cfg: dict, model: str, target: str, attack: str) -> dict:
+    return _attack_spec(cfg, model, target, attack, f"{layout.BASE} text encoder, {target}")
+
+
+def attack_generate_inputs(cfg: dict, model: str, variant: str, attack: str) -> dict:
+    inputs = {"base": model_dir(cfg, model), "adversarial": adversarial_path(cfg, model, variant, attack)}
+    if (delta := delta_path(model, variant)) is not None:
+        inputs["delta"] = delta
+    return inputs
+
+
+def attack_generate_spec(cfg: dict, model: str, variant: str, attack: str) -> dict:
+    return {"generation": cfg["generation"], "dtype": cfg["models"][model]["dtype"], "model": model,
+            "variant": variant, "attack_name": attack, "shared": shares_attack(cfg, variant, attack)}
+
+
+def attack_score_spec(cfg: dict, model: str, variant: str, attack: str) -> dict:
+    target = layout.parse_variant(variant)["target"]
+    concept = cfg["concepts"][target]
+    return {"concept": {"name": target, "type": concept["type"], "detector": concept["detector"]},
+            "model": model, "variant": variant, "attack_name": attack}
+
+
+def attack_entries(cfg: dict) -> list[dict]:
+    return [{"model": m, "variant": v, "attack": a, "algorithm": attack_algorithm(cfg, a),
+             "shared": shares_attack(cfg, v, a),
+             "rates": layout.ATTACK_RATES.format(model=m, variant=v, attack=a)}
+            for m, v, a in layout.attack_grid(cfg["run"])]
+
+
+def attack_report_outputs(cfg: dict) -> list[str]:
+    """The report's attack table and figure, when the run attacks anything."""
+    if not layout.attack_grid(cfg["run"]):
+        return []
+    return [f"{layout.REPORT}/{name}" for name in ("attacks.csv", "attacks.md", "attacks.png")]

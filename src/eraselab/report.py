@@ -141,8 +141,6 @@ def image_grid(entries: list[dict], per_cell: int, scale: int = 2) -> "Image.Ima
 # --- preservation metrics and figures --------------------------------------------------------------
 
 QUALITY_COLUMNS = ("clip_score", "fid_vs_base", "fid_vs_real")
-# What the attack stage adds to the summary; the before/after figure is drawn only when they exist.
-ATTACK_COLUMNS = ("attack", "pre_attack_rate", "post_attack_rate")
 
 
 def quality_table(entries: list[dict]) -> pd.DataFrame:
@@ -223,30 +221,6 @@ def tradeoff_figure(summary: pd.DataFrame):
     return fig
 
 
-def attack_figure(summary: pd.DataFrame):
-    """Success rate before and after each attack, per erased model; None without attack columns."""
-    if not set(ATTACK_COLUMNS) <= set(summary.columns):
-        return None
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    rows = summary[summary.attack.astype(str) != "none"]
-    if rows.empty:
-        return None
-    labels = [f"{r.target}/{r.method}\n{r.attack}" for r in rows.itertuples()]
-    x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 2), 4.2))
-    ax.bar(x - 0.2, 100 * rows.pre_attack_rate, 0.4, label="before attack")
-    ax.bar(x + 0.2, 100 * rows.post_attack_rate, 0.4, label="after attack")
-    ax.set_xticks(x, labels, fontsize=7)
-    ax.set_ylabel("success rate (%)")
-    ax.set_ylim(0, 100)
-    ax.legend()
-    ax.set_title("Concept regenerated: before vs after attack", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
 def scoring_record(entries: list[dict]) -> dict:
     """What measured the table: each concept's detector (model, threshold, versions), per model, and
     the preservation metrics' models, so metrics.json says how every number was obtained."""
@@ -270,6 +244,71 @@ def save_figure(fig, path: str | Path) -> None:
     plt.close(fig)
 
 
+def tidy_attacks(attack_entries: list[dict], rates: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, erased variant, attack): the target's rate on the base model, on the erased
+    model with plain prompts (pre-attack), under attack alone, and the attack success rate."""
+    base = rates[rates.method == BASE].set_index(["model", "concept"])["rate"]
+    rows = []
+    for e in attack_entries:
+        r, parts = read_json(e["rates"]), parse_variant(e["variant"])
+        rows.append({"model": e["model"], "target": parts["target"], "target_type": r["type"],
+                     "prune": parts["prune"], "method": parts["method"], "attack": e["attack"],
+                     "algorithm": e["algorithm"], "shared": e["shared"],
+                     "base_rate": float(base.get((e["model"], parts["target"]), float("nan"))),
+                     "pre_rate": r["pre_rate"], "attack_rate": r["attack_rate"], "asr": r["asr"], "n": r["n"],
+                     "seconds_per_prompt": r["attack"].get("seconds_per_prompt"),
+                     "detector": r["detector"]["kind"], "detector_rule": r["detector"].get("rule", "")})
+    return pd.DataFrame(rows)
+
+
+def attacks_markdown(df: pd.DataFrame) -> str:
+    from .attacks.stage import ASR_DEFINITION
+    head = ("| model | target (type) | pruning | method | attack | base rate | pre-attack | attack only | "
+            "ASR | n | attack s/prompt |\n|---|---|---|---|---|---:|---:|---:|---:|---:|---:|\n")
+    cost = lambda r: "shared" if r.shared else (f"{r.seconds_per_prompt:.1f}" if r.seconds_per_prompt else "")
+    lines = [f"| {r.model} | {r.target} ({r.target_type}) | {r.prune} | {r.method} | {r.attack} | "
+             f"{100 * r.base_rate:.1f}% | {100 * r.pre_rate:.1f}% | {100 * r.attack_rate:.1f}% | "
+             f"**{100 * r.asr:.1f}%** | {r.n} | {cost(r)} |" for r in df.itertuples()]
+    detectors = "; ".join(sorted({f"{r.detector} ({r.detector_rule})" for r in df.itertuples()}))
+    return (head + "\n".join(lines) + f"\n\n{ASR_DEFINITION}. Pre-attack: detected with the plain prompt; "
+            f"attack only: detected under the attack. Detector: {detectors}. "
+            f"'shared': computed once on the base model's text encoder for every variant.\n")
+
+
+def attacks_figure(df: pd.DataFrame, path: str | Path) -> None:
+    """Success rate before vs after attack: one panel per target, bars per method and attack."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    targets = list(dict.fromkeys(df.target))
+    fig, axes = plt.subplots(1, len(targets), figsize=(1.2 + 3.2 * len(targets), 3.4), squeeze=False, sharey=True)
+    for ax, target in zip(axes[0], targets):
+        g = df[df.target == target].reset_index(drop=True)
+        labels = [f"{m}\n{a}" if p == "none" else f"{p}+{m}\n{a}" for m, p, a in zip(g.method, g.prune, g.attack)]
+        x = np.arange(len(g))
+        ax.axhline(100 * g.base_rate.iloc[0], color="grey", ls="--", lw=1, label="base model")
+        ax.bar(x - 0.2, 100 * g.pre_rate, 0.4, label="pre-attack", color="#4c72b0")
+        ax.bar(x + 0.2, 100 * g.asr, 0.4, label="post-attack (ASR)", color="#c44e52")
+        ax.set_xticks(x, labels, fontsize=7)
+        ax.set_title(f"{target} ({g.target_type.iloc[0]})", fontsize=9)
+        ax.set_ylim(0, 105)
+    axes[0][0].set_ylabel("concept detected (%)")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_attack_report(attack_entries: list[dict], rates: pd.DataFrame, out_dir: Path) -> list[dict]:
+    df = tidy_attacks(attack_entries, rates)
+    with atomic_path(out_dir / "attacks.csv") as tmp:
+        df.to_csv(tmp, index=False, float_format="%.4f")
+    write_text(out_dir / "attacks.md", attacks_markdown(df))
+    attacks_figure(df, out_dir / "attacks.png")
+    return df.to_dict(orient="records")
+
+
 def run(entries: list[dict], out_dir: str | Path, spec: dict) -> None:
     """entries: [{model, variant, rates, images: [tar, ...]}]; writes the report files into out_dir."""
     from .runtime import stage
@@ -284,10 +323,9 @@ def run(entries: list[dict], out_dir: str | Path, spec: dict) -> None:
         for model in dict.fromkeys(e["model"] for e in entries):
             with atomic_path(out_dir / f"grid_{model}.png") as tmp:
                 image_grid([e for e in entries if e["model"] == model], spec["grid_images"]).save(tmp, format="PNG")
-        save_figure(tradeoff_figure(summary), out_dir / "tradeoff.png")
-        if (fig := attack_figure(summary)) is not None:
-            save_figure(fig, out_dir / "attack_success.png")
+        attacks = write_attack_report(spec["attacks"], df, out_dir) if spec.get("attacks") else None
         write_json(out_dir / "metrics.json", {
             "erased": metrics(summary), "summary": summary.to_dict(orient="records"),
+            **({"attacks": attacks} if attacks is not None else {}),
             **scoring_record(entries), "provenance": run_info.record()})
         write_json(out_dir / "report.json", run_info.record())

@@ -39,6 +39,7 @@ wildcard_constraints:
     method=layout.NAME,
     promptset=layout.NAME,
     variant=layout.VARIANT_RE,
+    attack=layout.NAME,
 
 
 def spec(fn):

@@ -4,6 +4,7 @@ rule report:
         rates=[e["rates"] for e in plan.report_entries(config)],
         images=[p for e in plan.report_entries(config) for p in e["images"]],
         quality=[e["quality"] for e in plan.report_entries(config) if e["quality"]],
+        attack_rates=[e["rates"] for e in plan.attack_entries(config)],
     output:
         summary=report(f"{layout.REPORT}/summary.csv", caption="../report/summary.rst", category="Results",
                        labels={"table": "summary"}),
@@ -16,6 +17,8 @@ rule report:
                      caption="../report/grid.rst", category="Image grids"),
         tradeoff=report(f"{layout.REPORT}/tradeoff.png", caption="../report/tradeoff.rst", category="Figures",
                         labels={"figure": "erasure vs preservation"}),
+        attacks=report(plan.attack_report_outputs(config), category="Attacks")
+        if plan.attack_report_outputs(config) else [],
     params:
         spec=lambda w: json.dumps(plan.report_spec(config), sort_keys=True),
         lineage=lineage("report"),

@@ -1,0 +1,93 @@
+"""UnlearnDiff: independent of batching, resumable, and it brings an erased concept back on ConceptWorld."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from eraselab.attacks.common import AttackInputs, prompt_ids
+from eraselab.attacks.unlearndiff import unlearndiff
+
+from conftest import ROOT
+
+ROWS = pd.DataFrame({"case_number": [0, 1, 2], "prompt": ["a red triangle", "a moonlit square", "a blue cross"],
+                     "evaluation_seed": [1, 2, 3], "evaluation_guidance": [5.0, 5.0, 5.0]})
+FAST = dict(algorithm="unlearndiff", prefix_tokens=2, timesteps=3, iterations=2, lr=0.01, weight_decay=0.1,
+            vocabulary="words", skip_successful=True, batch_size=3, checkpoint_every=1)
+
+
+def inputs(size=16):
+    images = np.random.default_rng(0).integers(0, 256, (len(ROWS), size, size, 3), dtype=np.uint8)
+    return AttackInputs(prompts=ROWS, reference=images)
+
+
+def test_prompts_do_not_depend_on_their_batch(tiny_pipe):
+    together, record = unlearndiff(tiny_pipe, inputs(), FAST, seed=0)
+    alone, _ = unlearndiff(tiny_pipe, inputs(), {**FAST, "batch_size": 1}, seed=0)
+    assert torch.equal(together.input_ids, alone.input_ids)
+    tok = tiny_pipe.tokenizer
+    assert prompt_ids(tok, together.prompts).tolist() == together.input_ids.tolist()   # typable prompts
+    assert all(p.endswith(q) for p, q in zip(together.prompts, ROWS.prompt))           # prefix, then the prompt
+    rows = record["rows"]
+    assert [len(r["loss_curve"]) for r in rows] == [3, 3, 3] and all(r["steps"] == 6 for r in rows)
+    assert record["timesteps"] == [166, 499, 832]
+
+
+def test_resumed_attack_equals_an_uninterrupted_one(tiny_pipe, tmp_path):
+    from eraselab.checkpoint import Checkpointer
+    whole, _ = unlearndiff(tiny_pipe, inputs(), FAST, seed=1)
+
+    class KillAt:
+        n = 0
+        def reset(self, total): pass
+        def update(self, k):
+            self.n += k
+            if self.n >= 6:                     # after two of the three timesteps
+                raise KeyboardInterrupt
+        def set_postfix(self, **kw): pass
+
+    ckpt = Checkpointer(tmp_path / "ckpt", FAST, 1)
+    with pytest.raises(KeyboardInterrupt):
+        unlearndiff(tiny_pipe, inputs(), FAST, seed=1, progress=KillAt(), ckpt=ckpt)
+    assert ckpt.load()["batch"]["next_t"] == 1
+    resumed, _ = unlearndiff(tiny_pipe, inputs(), FAST, seed=1, ckpt=ckpt)
+    assert torch.equal(whole.input_ids, resumed.input_ids)
+
+
+@pytest.mark.slow
+def test_unlearndiff_regenerates_the_concept_on_a_weakly_erased_conceptworld_model(conceptworld_pipe,
+                                                                                   conceptworld_dir):
+    """A short ESD-x run hides the triangle from most prompts; a small UnlearnDiff budget (4 timesteps x 8
+    steps per prompt, against the paper's 50 x 40) brings it back for a good share of them."""
+    from eraselab.erase import Concept
+    from eraselab.erase.esd import esd
+    from eraselab.generate import generate_images
+    from eraselab.models import load_pipeline
+    from eraselab.prompts import load_prompts
+    from eraselab.score import make_detector
+    rows = load_prompts(ROOT / "data" / "prompts" / "conceptworld" / "triangle.csv", limit=12).frame
+    detector = make_detector({"kind": "conceptworld", "attribute": "shape", "value": "triangle"}, conceptworld_dir)
+    gen = {"steps": 20, "batch_size": 64}
+
+    def images(pipe):
+        return generate_images(pipe, rows.prompt.tolist(), rows.evaluation_seed.tolist(),
+                               rows.evaluation_guidance.tolist(), gen["steps"], gen["batch_size"])
+
+    reference = images(load_pipeline(conceptworld_dir))
+    pipe = conceptworld_pipe
+    esd(pipe, Concept(name="triangle", type="object", erase=("triangle",)),
+        dict(algorithm="esd", train="xattn", iterations=150, lr=3e-4, negative_guidance=1.0, sampling="frozen",
+             ddim_steps=20, start_guidance=3.0, batch_size=4, cache_trajectories=8), seed=0)
+    pre = detector(images(pipe))["detected"].to_numpy()
+    assert pre.mean() <= 0.5, pre
+
+    params = {**FAST, "prefix_tokens": 3, "timesteps": 4, "iterations": 8, "batch_size": 12}
+    adv, record = unlearndiff(pipe, AttackInputs(prompts=rows, reference=reference, detector=detector,
+                                                 generation=gen), params, seed=0)
+    found = [r for r in record["rows"] if r["attack_success"] and not r["pre_success"]]
+    assert [r["pre_success"] for r in record["rows"]] == pre.tolist()
+    assert len(found) >= 3, record["rows"]
+    # and they really do: generating from the adversarial prompts as the attacked-generation stage will
+    from eraselab.attacks.common import conditioning
+    post = detector(generate_images(pipe, None, rows.evaluation_seed.tolist(), rows.evaluation_guidance.tolist(),
+                                    gen["steps"], gen["batch_size"], prompt_embeds=conditioning(pipe, adv)))
+    assert (pre | post["detected"].to_numpy()).mean() >= pre.mean() + 0.25

@@ -1,0 +1,85 @@
+# Attacks: adversarial prompts or embeddings per erased variant, generation under attack, and the
+# pre- and post-attack success rates. Attacks that read only the text encoder (Ring-A-Bell) run
+# once per base model and target (rule attack_shared) and every variant that keeps the base
+# text encoder reuses the result (plan.adversarial_path decides which one a variant uses).
+
+
+def _opt(name, input):
+    """--name PATH for an optional input file."""
+    return f"--{name} {input[name]}" if name in input.keys() else ""
+
+
+def _attack_opts(w, input):
+    return " ".join(_opt(n, input) for n in ("delta", "reference", "pairs"))
+
+
+rule attack:
+    """Attack one erased model (white-box attacks, or text-encoder attacks on a changed text encoder)."""
+    input:
+        unpack(lambda w: plan.attack_inputs(config, w.model, w.variant, w.attack)),
+    output:
+        layout.adversarial_files(layout.ADVERSARIAL),
+    params:
+        spec=spec(plan.attack_spec),
+        opts=_attack_opts,
+    threads: 1
+    log:
+        "logs/attack/{model}/{variant}/{attack}.log",
+    shell:
+        "eraselab --threads {threads} attack --base {input.base} {params.opts} --spec {params.spec:q} "
+        "--out {output[0]} > {log} 2>&1"
+
+
+rule attack_shared:
+    """An attack that reads only the text encoder, on the base model: shared by its erased variants."""
+    input:
+        unpack(lambda w: plan.shared_attack_inputs(config, w.model, w.target, w.attack)),
+    output:
+        layout.adversarial_files(layout.SHARED_ADVERSARIAL),
+    params:
+        spec=spec(plan.shared_attack_spec),
+        opts=_attack_opts,
+    threads: 1
+    log:
+        "logs/attack/{model}/shared/{target}/{attack}.log",
+    shell:
+        "eraselab --threads {threads} attack --base {input.base} {params.opts} --spec {params.spec:q} "
+        "--out {output[0]} > {log} 2>&1"
+
+
+rule attack_generate:
+    """The target's images under attack, each prompt row with its own seed and guidance."""
+    input:
+        unpack(lambda w: plan.attack_generate_inputs(config, w.model, w.variant, w.attack)),
+    output:
+        images=layout.ATTACK_IMAGES,
+        meta=layout.ATTACK_IMAGES.replace(".tar", ".json"),
+    params:
+        spec=spec(plan.attack_generate_spec),
+        delta=lambda w, input: _opt("delta", input),
+    threads: 1
+    log:
+        "logs/attack_generate/{model}/{variant}/{attack}.log",
+    shell:
+        "eraselab --threads {threads} attack_generate --base {input.base} {params.delta} "
+        "--adversarial {input.adversarial} --spec {params.spec:q} --out {output.images} > {log} 2>&1"
+
+
+rule attack_score:
+    """Pre-attack, attack-only and attack success rates of one variant under one attack."""
+    input:
+        base=lambda w: plan.model_dir(config, w.model),
+        images=layout.ATTACK_IMAGES,
+        plain=layout.SCORES,
+    output:
+        scores=layout.ATTACK_SCORES,
+        rates=layout.ATTACK_RATES,
+    params:
+        spec=spec(plan.attack_score_spec),
+    threads: 1
+    log:
+        "logs/attack_score/{model}/{variant}/{attack}.log",
+    shell:
+        "eraselab --threads {threads} attack_score --base {input.base} --images {input.images} "
+        "--plain-scores {input.plain} --spec {params.spec:q} --scores {output.scores} --rates {output.rates} "
+        "> {log} 2>&1"
