@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test test-fast share clean
+.PHONY: setup run test test-fast prompts share clean
 
 $(BIN)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,6 +23,11 @@ test: setup
 
 test-fast: setup
 	pytest -m "not slow"
+
+# Regenerate ConceptWorld's shipped prompt files (after changing the world)
+prompts: setup
+	rm -rf data/prompts/conceptworld
+	python -c "from eraselab.conceptworld.prompts import write_shipped_prompts; write_shipped_prompts()"
 
 # Share artifacts through DVC (README, "HPC and sharing"), once per clone:
 #   make share REMOTE=/shared/lab/eraselab/dvc-remote CACHE=/shared/lab/eraselab/dvc-cache   (HPC)

@@ -78,3 +78,14 @@ def write_neutral_set(out_dir: str | Path, n: int = 64, seed: int = 0, world: Wo
 def write_validation_sets(out_dir: str | Path, world: World | None = None) -> list[Path]:
     """Validation prompt sets: drawn like the evaluation sets, from another seed."""
     return write_prompt_sets(out_dir, n=VALIDATION_PROMPTS, seed=VALIDATION_SEED, world=world)
+
+
+def write_shipped_prompts(out_dir: str | Path = "data/prompts/conceptworld", world: World | None = None) -> None:
+    """Every prompt file the repo ships for ConceptWorld: evaluation, validation, neutral and
+    Ring-A-Bell pair sets (`make prompts`; rerun after changing the world)."""
+    from .pairs import write_pair_sets
+    out_dir = Path(out_dir)
+    write_prompt_sets(out_dir, world=world)
+    write_validation_sets(out_dir / "validation", world=world)
+    write_neutral_set(out_dir, world=world)
+    write_pair_sets(out_dir / "pairs", world=world)
