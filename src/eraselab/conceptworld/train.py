@@ -49,8 +49,8 @@ class TrainSettings:
     cond_dropout: float = 0.1
     ema_decay: float = 0.999
     eval_prompts: int = 200
-    eval_steps: int = 25
-    eval_guidance: float = 5.0
+    eval_steps: int = 50
+    eval_guidance: float = 3.0
     checkpoint_every: int = 200
     seed: int = 0
 
