@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..artifacts import verify_manifest
 from ..conceptworld.classifier import load_classifier, to_tensor
+from ..models import REBUILD
 
 
 @lru_cache(maxsize=4)
@@ -22,6 +24,7 @@ class ConceptWorldDetector:
     def __init__(self, cfg: dict, model_dir: Path):
         self.attribute, self.value = cfg["attribute"], cfg["value"]
         self.directory = model_dir / "classifier"
+        verify_manifest(model_dir, prefix="classifier/", what="base model", fix=REBUILD)
         self.model, self.world = _classifier(str(self.directory))
         classes = self.world.values(self.attribute)
         if self.value not in classes:
