@@ -202,9 +202,10 @@ def _world_errors(cfg: dict, root: Path) -> list[str]:
             if not model.get("retrain") and saved.is_file() else World()
         for name in sorted(used & set(cfg["concepts"])):
             det = cfg["concepts"][name]["detector"]
-            if det["kind"] == "conceptworld" and det["value"] not in world.values(det["attribute"]):
+            allowed = world.values(det["attribute"]) if det["kind"] == "conceptworld" else ()
+            if det["kind"] == "conceptworld" and det["value"] not in allowed:
                 problems.append(f"concepts.{name}.detector.value: {det['value']!r} is not a {det['attribute']} in "
-                                f"the world of model {m!r}; allowed values: {', '.join(map(repr, world.values(det['attribute'])))}")
+                                f"the world of model {m!r}; allowed values: {', '.join(map(repr, allowed))}")
     return problems
 
 

@@ -49,6 +49,7 @@ class TrainSettings:
     cond_dropout: float = 0.1
     ema_decay: float = 0.999
     eval_prompts: int = 200
+    eval_classifier_images: int = 2000
     eval_steps: int = 25
     eval_guidance: float = 5.0
     checkpoint_every: int = 200
@@ -230,7 +231,7 @@ def measure_quality(pipe, classifier, world: World, s: TrainSettings) -> dict:
     hits = [all(p[a] == v for a, v in named.items()) for p, (_, named) in zip(pred, prompts)]
     per_attr = {a: float(np.mean([p[a] == named[a] for p, (_, named) in zip(pred, prompts) if a in named]))
                 for a in ATTRIBUTES}
-    return {"classifier_accuracy": accuracy(classifier, world, 2000, seed=s.seed + 99),
+    return {"classifier_accuracy": accuracy(classifier, world, s.eval_classifier_images, seed=s.seed + 99),
             "generation_all_attributes": float(np.mean(hits)),
             "generation_per_attribute": per_attr, "n_heldout_prompts": len(prompts),
             "examples": images[:64]}
