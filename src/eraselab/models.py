@@ -106,7 +106,7 @@ def load_pipeline(path: str | Path, dtype: str = "float32", device: str | None =
     try:
         pipe = StableDiffusionPipeline.from_pretrained(path, dtype=DTYPES[dtype], safety_checker=None,
                                                        feature_extractor=None, requires_safety_checker=False)
-    except Exception as e:  # diffusers, transformers and safetensors each raise their own kind
+    except (OSError, ValueError, RuntimeError) as e:
         raise ArtifactError(f"{path}: cannot load the pipeline (missing or corrupted weights?): {e}") from None
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device or default_device())
