@@ -118,6 +118,7 @@ def verify_checksums(root: str | os.PathLike, expected: dict[str, str], what: st
 
 
 MANIFEST = "eraselab_checksums.json"  # in a directory artifact (a model): the SHA-256 of each of its files
+REBUILD_MODEL = "rebuild it (snakemake --forcerun base_model) or restore it (dvc checkout)"
 
 
 def write_manifest(directory: str | os.PathLike) -> None:

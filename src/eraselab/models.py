@@ -18,14 +18,13 @@ from pathlib import Path
 
 import torch
 
-from .artifacts import ArtifactError, atomic_path, verify_manifest, write_json, write_manifest
+from .artifacts import REBUILD_MODEL, ArtifactError, atomic_path, verify_manifest, write_json, write_manifest
 
 # What a Stable Diffusion pipeline needs from a hub repo: configs, tokenizer, fp32 safetensors.
 HUB_FILES = ["model_index.json", "scheduler/*", "tokenizer/*", "text_encoder/config.json",
              "text_encoder/model.safetensors", "unet/config.json",
              "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
              "vae/diffusion_pytorch_model.safetensors"]
-REBUILD = "rebuild it (snakemake --forcerun base_model) or restore it (dvc checkout)"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -101,7 +100,7 @@ def load_pipeline(path: str | Path, dtype: str = "float32", device: str | None =
     path = Path(path)
     if not (path / "model_index.json").is_file():
         raise ArtifactError(f"{path}: not a diffusers pipeline directory (no model_index.json)")
-    verify_manifest(path, what="base model", fix=REBUILD)
+    verify_manifest(path, what="base model", fix=REBUILD_MODEL)
     quiet_libraries()
     try:
         pipe = StableDiffusionPipeline.from_pretrained(path, dtype=DTYPES[dtype], safety_checker=None,
