@@ -434,7 +434,7 @@ def test_same_config_and_seed_give_identical_tables(tmp_path):
 def test_second_run_in_the_same_directory_is_refused_until_unlocked(tmp_path):
     """A run holds the working directory's lock; a second is refused and told about --unlock. After a
     crash (the whole process group killed, as when a node dies) the stale lock refuses runs until
-    `--unlock`, and the interrupted job is planned again."""
+    `--unlock`; then the run is planned again."""
     wd = workdir(tmp_path)
     (wd / "cheap.yaml").write_text(CHEAP)
     args = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(wd),
