@@ -29,5 +29,6 @@ def run(base: str | Path, out: str | Path, spec: dict) -> None:
         tensors, record = ALGORITHMS[method["algorithm"]](pipe, concept, method, seed, progress=bar, ckpt=ckpt,
                                                           **extra)
         bar.close()
-        save_delta(out, tensors, {**run_info.record(), "base": str(base), **record})
+        save_delta(out, tensors, {**run_info.record(), "base": str(base), **record,
+                                  "resumed_from_step": ckpt.resumed_from})
         ckpt.clear()
