@@ -1,0 +1,125 @@
+"""Pruning masks: sparse storage, apply/remove bit for bit, top-k selection, and erasure on a mask."""
+import pandas as pd
+import pytest
+import torch
+
+from eraselab.artifacts import ArtifactError
+from eraselab.prune.guided import neuron_mask, top_neurons
+from eraselab.prune.masks import Mask, apply_mask, load_mask, remove_mask, save_mask
+from eraselab.prune.wanda import skilled, top_k_per_row
+
+
+def _state(pipe):
+    return {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+
+
+def _random_mask(pipe, fraction=0.05, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    names = [n for n, _ in pipe.unet.named_parameters() if n.endswith("ff.net.2.weight") or "attn2.to_k" in n]
+    named = dict(pipe.unet.named_parameters())
+    return Mask.from_bool({n: torch.rand(named[n].shape, generator=g) < fraction for n in names})
+
+
+def test_zero_mask_changes_nothing(tiny_pipe, tmp_path):
+    before = _state(tiny_pipe)
+    empty = Mask.from_bool({n: torch.zeros_like(p, dtype=torch.bool) for n, p in tiny_pipe.unet.named_parameters()})
+    assert empty.count() == 0 and empty.indices == {}
+    save_mask(tmp_path / "m.safetensors", empty, {})
+    mask, _ = load_mask(tmp_path / "m.safetensors")
+    apply_mask(tiny_pipe, mask)
+    after = tiny_pipe.unet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_apply_then_remove_restores_bit_for_bit(tiny_pipe, tmp_path):
+    before = _state(tiny_pipe)
+    mask = _random_mask(tiny_pipe)
+    save_mask(tmp_path / "m.safetensors", mask, {"note": "test"})
+    mask, meta = load_mask(tmp_path / "m.safetensors")
+    saved = apply_mask(tiny_pipe, mask)
+    named = dict(tiny_pipe.unet.named_parameters())
+    for n, idx in mask.indices.items():
+        assert (named[n].detach().view(-1)[idx] == 0).all()
+    changed = [k for k in before if not torch.equal(before[k], named[k] if k in named else before[k])]
+    assert sorted(changed) == sorted(mask.indices)
+    remove_mask(tiny_pipe, mask, saved)
+    after = tiny_pipe.unet.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert meta["shapes"] and (tmp_path / "m.safetensors").stat().st_size < 8 * mask.count() + 4096
+
+
+def test_corrupted_mask_is_refused(tiny_pipe, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_mask(path, _random_mask(tiny_pipe), {})
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(ArtifactError, match="checksum"):
+        load_mask(path)
+
+
+def test_top_k_per_row_and_skilled_on_a_hand_made_example():
+    scores = torch.tensor([[1.0, 5.0, 3.0, 2.0],
+                           [9.0, 0.0, 8.0, 7.0]])
+    assert top_k_per_row(scores, 2).tolist() == [[False, True, True, False], [True, False, True, False]]
+    w = torch.tensor([[1.0, -5.0, 3.0, 2.0],
+                      [9.0, 0.0, -8.0, 7.0]])
+    concept = torch.tensor([1.0, 1.0, 1.0, 1.0])
+    neutral = torch.tensor([2.0, 0.5, 1.0, 0.5])   # column 2 scores the same on both: not skilled
+    # ratio 0.5 of 4 inputs: k = 2 per row; then concept score must beat neutral score
+    assert skilled(w, concept, neutral, 0.5).tolist() == [[False, True, False, False], [False, False, False, False]]
+
+
+def test_attribution_guided_mask_prunes_columns_and_rows(tiny_pipe):
+    unet = tiny_pipe.unet
+    ff = next(n for n, _ in unet.named_modules() if n.endswith("ff.net.2"))
+    k = ff.replace("ff.net.2", "attn2.to_k")
+    table = pd.DataFrame({"layer": [ff, ff, ff, k, k], "site": ["ffn"] * 3 + ["to_k"] * 2,
+                          "neuron": [0, 1, 2, 0, 1], "concept": [1.0, 9.0, 2.0, 5.0, 1.0],
+                          "neutral": [1.0, 1.0, 1.0, 1.0, 1.0]})
+    top = top_neurons(table, ["ffn", "to_k"], ratio=0.34, score="difference")
+    assert sorted(zip(top["site"], top["neuron"])) == [("ffn", 1), ("to_k", 0)]
+    mask = neuron_mask(unet, top)
+    keep = mask.keep()
+    assert (keep[f"{ff}.weight"][:, 1] == 0).all() and keep[f"{ff}.weight"].sum() == keep[f"{ff}.weight"].numel() - keep[f"{ff}.weight"].shape[0]
+    assert (keep[f"{k}.weight"][0] == 0).all() and (keep[f"{k}.weight"][1:] == 1).all()
+
+
+def test_erase_on_a_mask_keeps_pruned_weights_zero(tiny_pipe_dir, tmp_path):
+    """ESD on a mask: the delta holds the pruned tensors, zero where masked, and base + delta is that model."""
+    from eraselab.delta import load_delta
+    from eraselab.erase.stage import run
+    from eraselab.models import load_pipeline, load_variant
+    pipe = load_pipeline(tiny_pipe_dir)
+    mask = _random_mask(pipe, 0.1)
+    save_mask(tmp_path / "mask.safetensors", mask, {})
+    spec = {"method_name": "esd-x", "seed": 0, "concept": {"name": "cat", "type": "object"},
+            "method": {"algorithm": "esd", "train": "full", "iterations": 2, "lr": 1e-3, "negative_guidance": 1.0,
+                       "sampling": "frozen", "ddim_steps": 3, "start_guidance": 3.0, "batch_size": 1,
+                       "cache_trajectories": 1, "checkpoint_every": 100}}
+    run(tiny_pipe_dir, tmp_path / "delta.safetensors", spec, mask=tmp_path / "mask.safetensors")
+    tensors, meta = load_delta(tmp_path / "delta.safetensors")
+    assert meta["mask"]["pruned"] == mask.count()
+    erased = dict(load_variant(tiny_pipe_dir, tmp_path / "delta.safetensors").unet.named_parameters())
+    for n, idx in mask.indices.items():
+        assert (tensors["unet." + n].view(-1)[idx] == 0).all()
+        assert (erased[n].detach().view(-1)[idx] == 0).all()
+    # trained, not only pruned: some unmasked weight moved
+    base = dict(pipe.unet.named_parameters())
+    assert any(not torch.equal(base[n], erased[n]) for n in base if n not in mask.indices)
+
+
+def test_prune_only_delta_is_the_mask(tiny_pipe_dir, tmp_path):
+    from eraselab.delta import load_delta
+    from eraselab.erase.stage import run
+    from eraselab.models import load_pipeline
+    mask = _random_mask(load_pipeline(tiny_pipe_dir), 0.1)
+    save_mask(tmp_path / "mask.safetensors", mask, {})
+    spec = {"method_name": "prune-only", "seed": 0, "concept": {"name": "cat", "type": "object"},
+            "method": {"algorithm": "identity"}}
+    run(tiny_pipe_dir, tmp_path / "delta.safetensors", spec, mask=tmp_path / "mask.safetensors")
+    tensors, _ = load_delta(tmp_path / "delta.safetensors")
+    assert sorted(tensors) == sorted("unet." + n for n in mask.indices)
+    base = dict(load_pipeline(tiny_pipe_dir).unet.named_parameters())
+    for n, idx in mask.indices.items():
+        expected = base[n].detach().clone().view(-1)
+        expected[idx] = 0
+        assert torch.equal(tensors["unet." + n].view(-1), expected)
