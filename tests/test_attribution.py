@@ -72,3 +72,36 @@ def test_summary_on_a_hand_made_table():
     assert s["all_reactivated_share"] == pytest.approx(0.4)
     assert s["top_k_recovered_fraction"] == pytest.approx(4 / 9)
     assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_erased_variant_analysis_writes_table_figure_and_summary(tiny_pipe_dir, tmp_path):
+    """rho and delta from base, erased and adversarial passes; the attack's rows and conditioning are used."""
+    import json
+
+    from eraselab.attacks.common import AdversarialSet, prompt_ids
+    from eraselab.attacks.stage import save_adversarial
+    from eraselab.cli import main
+    from eraselab.delta import save_delta
+    from eraselab.models import load_pipeline
+    pipe = load_pipeline(tiny_pipe_dir)
+    ff = next(n for n, _ in pipe.unet.named_modules() if n.endswith("ff.net.2"))
+    w = dict(pipe.unet.named_parameters())[f"{ff}.weight"]
+    save_delta(tmp_path / "delta.safetensors", {f"unet.{ff}.weight": w.detach() * 0.5}, {})
+    rows = pd.DataFrame({"case_number": [0, 1], "prompt": ["a cat", "a red cat"],
+                         "evaluation_seed": [1, 2], "evaluation_guidance": [5.0, 5.0]})
+    adv_prompts = ["x y a cat", "x y a red cat"]
+    adv = AdversarialSet(prompt_ids(pipe.tokenizer, adv_prompts), adv_prompts)
+    save_adversarial(tmp_path / "adv.safetensors", adv, rows, {})
+    spec = {"attribution": {"sites": ["ffn"], "steps": 4, "record_steps": 2, "max_prompts": None, "batch_size": 2,
+                            "top_k": 0.1}, "seed": 0, "variant": "cat/none/esd-x", "attack_name": "ud"}
+    out = tmp_path / "neurons.parquet"
+    assert main(["attribute", "--base", str(tiny_pipe_dir), "--delta", str(tmp_path / "delta.safetensors"),
+                 "--adversarial", str(tmp_path / "adv.safetensors"), "--spec", json.dumps(spec),
+                 "--out", str(out)]) == 0
+    table = pd.read_parquet(out)
+    assert np.allclose(table["rho"], table["base_concept"] - table["erased_concept"])
+    assert np.allclose(table["delta"], table["erased_adversarial"] - table["erased_concept"])
+    assert (table["rho"].abs() > 0).any() and (table["delta"].abs() > 0).any()
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["prompts"] == 2 and set(summary["sites"]) == {"ffn"}
+    assert out.with_suffix(".png").stat().st_size > 1000

@@ -123,3 +123,55 @@ def test_prune_only_delta_is_the_mask(tiny_pipe_dir, tmp_path):
         expected = base[n].detach().clone().view(-1)
         expected[idx] = 0
         assert torch.equal(tensors["unet." + n].view(-1), expected)
+
+
+def _pairs(tmp_path):
+    path = tmp_path / "pairs.csv"
+    pd.DataFrame({"prompt": ["a red cat", "a blue cat", "a cat at night"],
+                  "prompt_without": ["a red dog", "a blue dog", "a dog at night"]}).to_csv(path, index=False)
+    return path
+
+
+def test_wanda_and_attribution_guided_prune_stages(tiny_pipe_dir, tmp_path):
+    """The CLI stages: a ConceptPrune mask on ff.net.2, and a mask from the base model's attribution table."""
+    import json
+
+    from eraselab.cli import main
+    from eraselab.models import load_pipeline
+    pairs = _pairs(tmp_path)
+    wanda = {"algorithm": "wanda", "parameters": "ffn", "ratio": 0.1, "steps": 4, "timesteps": 2,
+             "max_prompts": None, "batch_size": 3}
+    spec = {"pruning_name": "w", "pruning": wanda, "concept": {"name": "cat"}, "seed": 0, "guidance": 5.0}
+    assert main(["prune", "--base", str(tiny_pipe_dir), "--pairs", str(pairs), "--spec", json.dumps(spec),
+                 "--out", str(tmp_path / "w.safetensors")]) == 0
+    mask, meta = load_mask(tmp_path / "w.safetensors")
+    unet = load_pipeline(tiny_pipe_dir).unet
+    layers = [n for n, _ in unet.named_modules() if n.endswith("ff.net.2")]
+    assert set(mask.indices) <= {f"{n}.weight" for n in layers} and mask.count() > 0
+    # at most k = round(0.1 x in) weights per row and step, over 2 steps
+    for n, idx in mask.indices.items():
+        rows, cols = mask.shapes[n]
+        per_row = torch.bincount(idx // cols, minlength=rows)
+        assert per_row.max() <= 2 * max(1, round(0.1 * cols))
+    assert len(meta["new_weights_per_step"]) == 2 and sum(meta["new_weights_per_step"]) == mask.count()
+    assert meta["pruned_fraction_of_unet"] == pytest.approx(mask.count() / sum(p.numel() for p in unet.parameters()))
+
+    attribution = {"sites": ["ffn", "to_k"], "steps": 4, "record_steps": 2, "max_prompts": None, "batch_size": 3}
+    spec = {"attribution": attribution, "seed": 0, "guidance": 5.0}
+    table_path = tmp_path / "base.parquet"
+    assert main(["attribute", "--base", str(tiny_pipe_dir), "--pairs", str(pairs), "--spec", json.dumps(spec),
+                 "--out", str(table_path)]) == 0
+    table = pd.read_parquet(table_path)
+    assert set(table["site"]) == {"ffn", "to_k"}
+    assert (table["difference"] == table["concept"] - table["neutral"]).all()
+    spec = {"pruning_name": "a", "pruning": {"algorithm": "attribution", "sites": ["ffn"], "ratio": 0.05,
+                                            "score": "difference"}, "concept": {"name": "cat"}, "seed": 0,
+            "guidance": 5.0}
+    assert main(["prune", "--base", str(tiny_pipe_dir), "--attribution", str(table_path), "--spec",
+                 json.dumps(spec), "--out", str(tmp_path / "a.safetensors")]) == 0
+    mask, meta = load_mask(tmp_path / "a.safetensors")
+    ffn = table[table["site"] == "ffn"]
+    assert meta["neurons"] == {"ffn": max(1, round(0.05 * len(ffn)))}
+    best = ffn.nlargest(1, "difference").iloc[0]
+    keep = mask.keep()[f"{best['layer']}.weight"]
+    assert (keep[:, int(best["neuron"])] == 0).all()
