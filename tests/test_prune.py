@@ -175,3 +175,27 @@ def test_wanda_and_attribution_guided_prune_stages(tiny_pipe_dir, tmp_path):
     best = ffn.nlargest(1, "difference").iloc[0]
     keep = mask.keep()[f"{best['layer']}.weight"]
     assert (keep[:, int(best["neuron"])] == 0).all()
+
+
+def test_learned_mask_starts_unpruned_and_prunes_at_most_the_ratio(tiny_pipe):
+    """P-ESD's scored mask: no pruning at step 0, a hard top-ratio mask after training, weights untouched."""
+    from eraselab.erase.common import Concept
+    from eraselab.prune.learned import ScoredMask, learned_mask
+    m = ScoredMask(torch.Size([4, 5]), 0.1)
+    w = torch.randn(4, 5)
+    assert torch.equal(m(w), w)
+    m.scores.data[1, 2], m.scores.data[0, 0] = 3.0, 2.0   # top 2 of 20 (ratio 0.1)
+    assert m(w)[1, 2] == 0 and m(w)[0, 0] == 0 and (m(w) != 0).sum() == (w != 0).sum() - 2
+    m(w).sum().backward()
+    assert torch.allclose(m.scores.grad, -w)                # straight through: d(W(1-h))/ds = -W
+
+    before = _state(tiny_pipe)
+    p = {"parameters": "ffn", "ratio": 0.05,
+         "objective": {"iterations": 3, "lr": 0.01, "negative_guidance": 1.0, "sampling": "frozen", "ddim_steps": 3,
+                       "start_guidance": 3.0, "batch_size": 1, "cache_trajectories": 1, "checkpoint_every": 100}}
+    mask, record = learned_mask(tiny_pipe, Concept.from_config("cat", {"type": "object"}), p, seed=0)
+    assert len(record["losses"]) == 3 and mask.count() > 0
+    for n, idx in mask.indices.items():
+        assert n.endswith("ff.net.2.weight") and idx.numel() <= max(1, round(0.05 * torch.Size(mask.shapes[n]).numel()))
+    after = tiny_pipe.unet.state_dict()
+    assert sorted(after) == sorted(before) and all(torch.equal(before[k], after[k]) for k in before)

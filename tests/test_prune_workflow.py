@@ -20,11 +20,11 @@ def _config(*overrides: dict) -> dict:
 def test_pruning_preset_plans_masks_before_erasure(tmp_path):
     proc = snakemake(workdir(tmp_path), "-n", "-p", "--configfile", str(PRESET))
     jobs = planned(proc)
-    # 1 target x {none, wanda, attr} x {esd-x, prune-only}; masks for the two prunings; one base table
-    assert jobs["prune"] == 2 and jobs["attribute_base"] == 1
-    assert jobs["erase"] == 6 and jobs["attack"] == 6 and jobs["attribute"] == 6
+    # 1 target x {none, wanda, attr, pesd} x {esd-x, prune-only}; masks for three prunings; one base table
+    assert jobs["prune"] == 3 and jobs["attribute_base"] == 1
+    assert jobs["erase"] == 8 and jobs["attack"] == 8 and jobs["attribute"] == 8
     text = proc.stdout + proc.stderr
-    for pruning in ("wanda", "attr"):
+    for pruning in ("wanda", "attr", "pesd"):
         assert text.count(f"--mask results/conceptworld/triangle/{pruning}/mask.safetensors") == 2
     assert "--attribution results/conceptworld/base/attribution/triangle/concept-vs-neutral.parquet" in text
     assert "--pairs data/prompts/conceptworld/pairs/triangle.csv" in text
@@ -46,6 +46,7 @@ def test_lineage_of_pruned_variants_follows_the_mask():
     assert plan.lineage(cfg, "erase", **w, prune="attr") == before["attr"]
     cfg["attribution"]["steps"] = 10      # the base table feeds attribution-guided pruning only
     assert plan.lineage(cfg, "erase", **w, prune="attr") != before["attr"]
+    assert plan.lineage(cfg, "erase", **w, prune="pesd") == plan.lineage(_config(preset), "erase", **w, prune="pesd")
     assert plan.erase_spec(cfg, "conceptworld", "triangle", "none", "esd-x").get("pruning") is None
 
 

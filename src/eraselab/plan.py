@@ -379,6 +379,8 @@ def prune_spec(cfg: dict, model: str, target: str, prune: str) -> dict:
             "guidance": cfg["generation"]["guidance"], "model": model}
     if "pairs" in p:
         spec["pairs_sha256"] = digest(_pairs(p["pairs"], target))
+    if p["algorithm"] == "learned":   # trained with an erasure objective on the concept's erase prompts
+        spec["concept"] = {k: v for k, v in concept_spec(cfg, target).items() if k not in ("detector", "validation")}
     return spec
 
 

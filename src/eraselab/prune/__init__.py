@@ -3,7 +3,8 @@
 Algorithms (config ``prunings:``, ``algorithm``):
 
 - ``wanda``: ConceptPrune's training-free skilled-weight selection (``wanda.py``);
-- ``attribution``: the neurons the base model's attribution table ranks highest (``guided.py``).
+- ``attribution``: the neurons the base model's attribution table ranks highest (``guided.py``);
+- ``learned``: a mask trained with ESD's objective, P-ESD (``learned.py``).
 
 The erase stage applies a variant's mask, runs its erasure method with the
 pruned weights held at zero, and writes the pruned tensors into the delta, so
@@ -11,4 +12,4 @@ generation and attacks see the pruned-and-erased model through the delta alone.
 """
 from __future__ import annotations
 
-ALGORITHMS = ("wanda", "attribution")
+ALGORITHMS = ("wanda", "attribution", "learned")

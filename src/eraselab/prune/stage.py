@@ -16,6 +16,8 @@ def run(base, out, spec: dict, pairs=None, attribution=None) -> None:
             mask, record = _wanda(pipe, pairs, spec)
         elif p["algorithm"] == "attribution":
             mask, record = _guided(pipe, attribution, p)
+        elif p["algorithm"] == "learned":
+            mask, record = _learned(pipe, spec)
         else:
             raise ValueError(f"unknown pruning algorithm {p['algorithm']!r}")
         save_mask(out, mask, {**run_info.record(), **record, **mask.summary(pipe.unet), "base": str(base)})
@@ -41,3 +43,15 @@ def _guided(pipe, attribution, p: dict):
     neurons = top_neurons(pd.read_parquet(attribution), p["sites"], p["ratio"], p["score"])
     return neuron_mask(pipe.unet, neurons), {
         "attribution": str(attribution), "neurons": {s: int(n) for s, n in neurons["site"].value_counts().items()}}
+
+
+def _learned(pipe, spec: dict):
+    from ..erase.common import Concept
+    from ..runtime import progress
+    from .learned import learned_mask
+    p = spec["pruning"]
+    concept = Concept.from_config(spec["concept"]["name"], spec["concept"])
+    bar = progress(p["objective"]["iterations"], f"learn a mask for {concept.name} ({spec['pruning_name']})")
+    mask, record = learned_mask(pipe, concept, p, spec["seed"], progress=bar)
+    bar.close()
+    return mask, record
