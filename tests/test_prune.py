@@ -199,3 +199,22 @@ def test_learned_mask_starts_unpruned_and_prunes_at_most_the_ratio(tiny_pipe):
         assert n.endswith("ff.net.2.weight") and idx.numel() <= max(1, round(0.05 * torch.Size(mask.shapes[n]).numel()))
     after = tiny_pipe.unet.state_dict()
     assert sorted(after) == sorted(before) and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_pruning_table_joins_masks_attacks_and_attribution(tmp_path):
+    import json
+
+    from eraselab.prune.report import markdown, pruning_table
+    summary = pd.DataFrame({"model": "cw", "target": "tri", "prune": ["none", "w"], "method": "esd-x",
+                            "base_rate": 1.0, "erased_rate": [0.5, 0.1], "others_max_drop_points": [2.0, 8.0],
+                            "erased": [True, True], "preserved": [True, True]})
+    attacks = pd.DataFrame({"model": "cw", "target": "tri", "prune": ["none", "w"], "method": "esd-x",
+                            "attack": "ud", "pre_rate": [0.5, 0.1], "asr": [0.9, 0.3]})
+    (tmp_path / "mask.json").write_text(json.dumps({"pruned": 12, "pruned_fraction_of_unet": 0.001}))
+    (tmp_path / "a.json").write_text(json.dumps({"all": {"spearman_rho_delta": 0.4, "top_k_reactivated_share": 0.75}}))
+    df = pruning_table(summary, attacks, [{"model": "cw", "target": "tri", "prune": "w", "path": tmp_path / "mask.json"}],
+                       [{"model": "cw", "variant": "tri/none/esd-x", "attack": "ud", "path": tmp_path / "a.json"}])
+    assert df["pruned_weights"].tolist() == [0, 12] and df["asr_ud"].tolist() == [0.9, 0.3]
+    assert df["top_k_reactivated_ud"].iloc[0] == 0.75 and pd.isna(df["top_k_reactivated_ud"].iloc[1])
+    md = markdown(df)
+    assert "| tri | w | esd-x | 12 (0.10%) | 100.0% | 10.0% | 8.0 pt | 10.0% | 30.0% |  |  |" in md

@@ -22,7 +22,7 @@ def test_pruning_preset_plans_masks_before_erasure(tmp_path):
     jobs = planned(proc)
     # 1 target x {none, wanda, attr, pesd} x {esd-x, prune-only}; masks for three prunings; one base table
     assert jobs["prune"] == 3 and jobs["attribute_base"] == 1
-    assert jobs["erase"] == 8 and jobs["attack"] == 8 and jobs["attribute"] == 8
+    assert jobs["erase"] == 8 and jobs["attack"] == 8 and jobs["attribute"] == 8 and jobs["prune_report"] == 1
     text = proc.stdout + proc.stderr
     for pruning in ("wanda", "attr", "pesd"):
         assert text.count(f"--mask results/conceptworld/triangle/{pruning}/mask.safetensors") == 2
@@ -32,7 +32,7 @@ def test_pruning_preset_plans_masks_before_erasure(tmp_path):
 
 def test_default_run_plans_no_pruning_or_attribution(tmp_path):
     jobs = planned(snakemake(workdir(tmp_path), "-n"))
-    assert not {"prune", "attribute", "attribute_base"} & set(jobs)
+    assert not {"prune", "attribute", "attribute_base", "prune_report"} & set(jobs)
 
 
 def test_lineage_of_pruned_variants_follows_the_mask():

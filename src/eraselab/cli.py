@@ -59,6 +59,11 @@ def prune(a) -> None:
     run(a.base, a.out, a.spec, pairs=a.pairs, attribution=a.attribution)
 
 
+def prune_report(a) -> None:
+    from .prune.report import run
+    run(a.spec, a.out)
+
+
 def generate(a) -> None:
     from .generate import run
     run(a.base, a.delta, _pairs(a.prompts), _pairs(a.images), a.spec)
@@ -159,6 +164,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--plain-scores", required=True, help="the variant's scores.csv (plain prompts)")
     s.add_argument("--scores", required=True)
     s.add_argument("--rates", required=True)
+    s = stage("prune_report", prune_report, "the pruning table: pruned fraction, rates, ASR, attribution")
+    s.add_argument("--out", required=True)
     s = stage("report", report, "tables, figures and grids")
     s.add_argument("--out", required=True)
     return p

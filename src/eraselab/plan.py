@@ -171,7 +171,7 @@ def final_outputs(cfg: dict) -> list[str]:
     return [f"{layout.REPORT}/{name}" for name in ("summary.csv", "summary.md", "rates.csv", "metrics.json",
                                                    "tradeoff.png")] \
         + [f"{layout.REPORT}/grid_{m}.png" for m in cfg["run"]["models"]] + attack_report_outputs(cfg) \
-        + attribution_outputs(cfg)
+        + attribution_outputs(cfg) + prune_report_outputs(cfg)
 
 
 
@@ -414,3 +414,23 @@ def attribution_outputs(cfg: dict) -> list[str]:
     if not cfg.get("attribution", {}).get("enabled"):
         return []
     return [layout.ATTRIBUTION.format(model=m, variant=v, attack=a) for m, v, a in layout.attribution_grid(cfg["run"])]
+
+
+def prune_report_outputs(cfg: dict) -> list[str]:
+    """The pruning table, when the run prunes."""
+    if all(p == layout.NONE for p in cfg["run"]["prunings"]):
+        return []
+    return [f"{layout.REPORT}/pruning.csv", f"{layout.REPORT}/pruning.md"]
+
+
+def prune_report_spec(cfg: dict) -> dict:
+    run = cfg["run"]
+    attacks = attack_report_outputs(cfg)
+    masks = [{"model": m, "target": t, "prune": p,
+              "path": layout.MASK.format(model=m, target=t, prune=p).replace(".safetensors", ".json")}
+             for m in run["models"] for t in run["targets"] for p in run["prunings"] if p != layout.NONE]
+    attributions = [{"model": m, "variant": v, "attack": a,
+                     "path": layout.ATTRIBUTION.format(model=m, variant=v, attack=a).replace(".parquet", ".json")}
+                    for m, v, a in layout.attribution_grid(run)] if cfg["attribution"]["enabled"] else []
+    return {"summary": f"{layout.REPORT}/summary.csv", "attacks": attacks[0] if attacks else None,
+            "masks": masks, "attributions": attributions}

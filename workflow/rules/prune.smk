@@ -66,3 +66,21 @@ rule attribute:
     shell:
         "eraselab --threads {threads} attribute --base {input.base} --delta {input.delta} "
         "--adversarial {input.adversarial} --spec {params.spec:q} --out {output[0]} > {log} 2>&1"
+
+
+rule prune_report:
+    """The pruning table: each variant's pruned fraction, rates, ASR per attack and attribution summary."""
+    input:
+        lambda w: [p for p in (plan.prune_report_spec(config)["summary"], plan.prune_report_spec(config)["attacks"]) if p]
+        + [m["path"] for m in plan.prune_report_spec(config)["masks"]]
+        + [a["path"] for a in plan.prune_report_spec(config)["attributions"]],
+    output:
+        plan.prune_report_outputs(config) or [f"{layout.REPORT}/pruning.csv", f"{layout.REPORT}/pruning.md"],
+    params:
+        spec=lambda w: json.dumps(plan.prune_report_spec(config), sort_keys=True),
+        out=layout.REPORT,
+    threads: 1
+    log:
+        "logs/prune_report.log",
+    shell:
+        "eraselab prune_report --spec {params.spec:q} --out {params.out} > {log} 2>&1"
