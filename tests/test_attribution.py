@@ -105,3 +105,12 @@ def test_erased_variant_analysis_writes_table_figure_and_summary(tiny_pipe_dir, 
     summary = json.loads(out.with_suffix(".json").read_text())
     assert summary["prompts"] == 2 and set(summary["sites"]) == {"ffn"}
     assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_summary_of_an_unchanged_model_has_no_correlation(tmp_path):
+    from eraselab.attribution import plot
+    t = pd.DataFrame({"site": "ffn", "rho": np.zeros(10), "delta": np.linspace(-1, 1, 10)})
+    s = summarise(t, top_k=0.2)
+    assert s["sites"]["ffn"]["spearman_rho_delta"] is None
+    plot(t.assign(layer="l", neuron=range(10)), s, tmp_path / "f.png", "unchanged")
+    assert (tmp_path / "f.png").is_file()

@@ -152,11 +152,11 @@ def neuron_table(points, columns: dict[str, dict[str, torch.Tensor]]) -> pd.Data
     return pd.concat(parts, ignore_index=True)
 
 
-def spearman(a, b) -> float:
-    """Spearman's rank correlation (average ranks for ties), without scipy."""
+def spearman(a, b) -> float | None:
+    """Spearman's rank correlation (average ranks for ties), without scipy; None when a side is constant."""
     ra, rb = pd.Series(a).rank().to_numpy(), pd.Series(b).rank().to_numpy()
     if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
+        return None
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
@@ -205,7 +205,8 @@ def plot(table: pd.DataFrame, summary: dict, out: str | Path, title: str) -> Non
         ax.scatter(top["rho"], top["delta"], s=6, color="tab:red", label=f"top {s['top_k']} rho")
         ax.axhline(0, lw=0.5, color="k")
         ax.axvline(0, lw=0.5, color="k")
-        ax.set_title(f"{site}: Spearman {s['spearman_rho_delta']:.2f}, "
+        corr = s["spearman_rho_delta"]
+        ax.set_title(f"{site}: Spearman {'n/a' if corr is None else f'{corr:.2f}'}, "
                      f"{100 * s['top_k_reactivated_share']:.0f}% re-activate", fontsize=8)
         ax.set_xlabel("rho (base - erased, concept prompts)", fontsize=8)
         ax.set_ylabel("delta (adversarial - plain, erased)", fontsize=8)
