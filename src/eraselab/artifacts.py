@@ -54,6 +54,16 @@ def atomic_path(path: str | os.PathLike, directory: bool = False) -> Iterator[Pa
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def atomic_paths(*paths: str | os.PathLike) -> Iterator[list[Path]]:
+    """atomic_path for files that belong together (tensors, then their metadata): every file is
+    written before any is renamed, so a failed write (a full disk) leaves all the old ones in place.
+    They are renamed in the order given: put the metadata, which marks completeness, last."""
+    with contextlib.ExitStack() as stack:
+        tmps = [stack.enter_context(atomic_path(p)) for p in reversed(paths)]  # exits run in reverse
+        yield tmps[::-1]
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -105,3 +115,29 @@ def verify_checksums(root: str | os.PathLike, expected: dict[str, str], what: st
         if sha256(p) != digest:
             raise ArtifactError(f"{p}: checksum mismatch: the file is truncated or corrupted "
                                 f"(expected sha256 {digest[:12]}..., metadata in {root})")
+
+
+MANIFEST = "eraselab_checksums.json"  # in a directory artifact (a model): the SHA-256 of each of its files
+REBUILD_MODEL = "rebuild it (snakemake --forcerun base_model) or restore it (dvc checkout)"
+
+
+def write_manifest(directory: str | os.PathLike) -> None:
+    """Record the checksum of every file of a directory artifact, in MANIFEST inside it."""
+    directory = Path(directory)
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST
+                   and not any(part.startswith(".") for part in p.relative_to(directory).parts))
+    write_json(directory / MANIFEST, checksums(files, directory))
+
+
+def verify_manifest(directory: str | os.PathLike, prefix: str = "", what: str = "model",
+                    fix: str = "rebuild it") -> None:
+    """Check the files under ``prefix`` that a directory's MANIFEST lists; a directory without one
+    (made before manifests existed, or a user's own model) is not checked."""
+    directory = Path(directory)
+    if not (directory / MANIFEST).is_file():
+        return
+    listed = {k: v for k, v in read_json(directory / MANIFEST).items() if k.startswith(prefix)}
+    try:
+        verify_checksums(directory, listed, what)
+    except ArtifactError as e:
+        raise ArtifactError(f"{e}; {fix}") from None

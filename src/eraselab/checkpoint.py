@@ -34,6 +34,7 @@ class Checkpointer:
     def __init__(self, directory: str | Path, key: Any, every: int):
         self.dir, self.key, self.every = Path(directory), fingerprint(key), max(1, int(every))
         self.file = self.dir / "state.pt"
+        self.resumed_from: int | None = None  # the step load() resumed from, recorded in provenance
 
     def load(self) -> dict | None:
         """The saved state if one exists for this fingerprint, else None."""
@@ -48,14 +49,18 @@ class Checkpointer:
             print(f"[checkpoint] {self.file} is for other params; starting over", file=sys.stderr)
             return None
         print(f"[checkpoint] resuming from step {state['step']} ({self.file})", file=sys.stderr)
+        self.resumed_from = state["step"]
         return state
 
     def due(self, step: int) -> bool:
         return step % self.every == 0
 
     def save(self, step: int, state: dict) -> None:
-        with atomic_path(self.file) as tmp:
-            torch.save({"key": self.key, "step": step, **state}, tmp)
+        try:
+            with atomic_path(self.file) as tmp:
+                torch.save({"key": self.key, "step": step, **state}, tmp)
+        except RuntimeError as e:  # torch's zip writer reports a failed write without its cause
+            raise OSError(f"{self.file}: could not write the checkpoint (disk full or over quota?): {e}") from None
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -171,17 +172,42 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (kill, scancel, a SLURM time limit, Snakemake stopping its jobs)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
+    # Python dies on SIGTERM without unwinding; unwind like Ctrl-C instead, so atomic writes in
+    # progress remove their temporaries and the last complete checkpoint stays for the rerun.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         args.func(args)
-    except KeyboardInterrupt:
-        print(f"eraselab {args.stage}: interrupted; no output was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"eraselab {args.stage}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}; "
+              f"no output was written; rerun to resume from the last checkpoint", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+    except Exception as e:
+        if not isinstance(e, _explained()):
+            raise
+        print(f"eraselab {args.stage}: {type(e).__name__}: {e}", file=sys.stderr)  # the message says what to do
+        return 1
     return 0
+
+
+def _explained() -> tuple[type, ...]:
+    """Failures whose message names the file or value and the fix: shown without a traceback."""
+    from .artifacts import ArtifactError
+    from .prompts import PromptSetError
+    from .runtime import DivergenceError
+    return ArtifactError, DivergenceError, PromptSetError
 
 
 if __name__ == "__main__":

@@ -51,6 +51,13 @@ def _describe(error, schema_root: dict) -> str:
         return f"{key}: {v!r} has type {type(v).__name__}, expected {s['type']}"
     if error.validator == "required":
         return f"{key}: missing required key; {error.message}"
+    if error.validator in ("minItems", "minProperties"):
+        return f"{key}: {v!r} has {len(v)} entries; at least {error.validator_value} required"
+    if error.validator == "oneOf":
+        kinds = [sub.get("type", "?") for sub in s["oneOf"]]
+        return f"{key}: {v!r} has type {type(v).__name__}; allowed types: {', '.join(map(str, kinds))}"
+    if error.validator == "const":
+        return f"{key}: {v!r} is not allowed; allowed value: {error.validator_value!r}"
     if error.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         return f"{key}: {v!r} is out of range ({error.validator} {error.validator_value})"
     return f"{key}: {error.message}"
@@ -161,6 +168,7 @@ def _file_errors(cfg: dict, root: Path) -> list[str]:
                                 f"({root / path / index} not found)")
     problems += _attack_file_errors(cfg, root)
     problems += _pruning_file_errors(cfg, root)
+    problems += _world_errors(cfg, root)
     used = set(cfg["run"]["targets"]) | set(cfg["run"].get("preserve", []))
     for name in sorted(used & set(cfg["concepts"])):
         concept = cfg["concepts"][name]
@@ -179,6 +187,30 @@ def _file_errors(cfg: dict, root: Path) -> list[str]:
         real = cfg["quality"]["fid"].get("real_images")
         if real and not (root / real).is_dir():
             problems.append(f"quality.fid.real_images: {real!r} is not a directory ({root / real} not found)")
+    return problems
+
+
+def _world_errors(cfg: dict, root: Path) -> list[str]:
+    """A ConceptWorld detector must name a class of the world its model was trained on (world.json
+    beside shipped weights; retraining uses the default world)."""
+    import json
+
+    from .conceptworld.world import World, world_from_dict
+    problems = []
+    used = set(cfg["run"]["targets"]) | set(cfg["run"].get("preserve", []))
+    for m in cfg["run"]["models"]:
+        model = cfg["models"][m]
+        if model["source"] != "conceptworld":
+            continue
+        saved = root / model.get("path", "") / "world.json"
+        world = world_from_dict(json.loads(saved.read_text())) \
+            if not model.get("retrain") and saved.is_file() else World()
+        for name in sorted(used & set(cfg["concepts"])):
+            det = cfg["concepts"][name]["detector"]
+            allowed = world.values(det["attribute"]) if det["kind"] == "conceptworld" else ()
+            if det["kind"] == "conceptworld" and det["value"] not in allowed:
+                problems.append(f"concepts.{name}.detector.value: {det['value']!r} is not a {det['attribute']} in "
+                                f"the world of model {m!r}; allowed values: {', '.join(map(repr, allowed))}")
     return problems
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .artifacts import ArtifactError, atomic_path, read_json, sha256, write_json
+from .artifacts import ArtifactError, atomic_paths, read_json, sha256, write_json
 
 COMPONENTS = ("unet", "text_encoder")
 
@@ -22,15 +22,15 @@ def meta_path(path: str | Path) -> Path:
 
 
 def save_delta(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Write tensors then metadata, each atomically; the metadata (written last) marks completeness."""
+    """Write tensors and metadata atomically together; the metadata (renamed last) marks completeness."""
     from safetensors.torch import save_file
     bad = [k for k in tensors if k.split(".", 1)[0] not in COMPONENTS]
     if bad:
         raise ValueError(f"delta keys must start with one of {COMPONENTS}: {bad[:3]}")
-    with atomic_path(path) as tmp:
+    with atomic_paths(path, meta_path(path)) as (tmp, tmp_meta):
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    write_json(meta_path(path), {**meta, "sha256": sha256(path), "n_tensors": len(tensors),
-                                 "n_parameters": int(sum(v.numel() for v in tensors.values()))})
+        write_json(tmp_meta, {**meta, "sha256": sha256(tmp), "n_tensors": len(tensors),
+                              "n_parameters": int(sum(v.numel() for v in tensors.values()))})
 
 
 def load_delta(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:

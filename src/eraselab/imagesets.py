@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .artifacts import ArtifactError, atomic_path, read_json, sha256, write_json
+from .artifacts import ArtifactError, atomic_paths, read_json, sha256, write_json
 
 
 def sidecar(path: str | Path, name: str) -> Path:
@@ -38,21 +38,21 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def save_image_set(path: str | Path, images: np.ndarray, index: pd.DataFrame, meta: dict,
                    preview: int = 16) -> None:
-    """Write the archive, its preview grid and its metadata, each atomically (metadata last)."""
+    """Write the archive, its preview grid and its metadata atomically together (metadata renamed last)."""
     if len(images) != len(index):
         raise ValueError(f"{len(images)} images but {len(index)} index rows")
     index = index.reset_index(drop=True).copy()
     index.insert(0, "file", [f"{i:05d}.png" for i in range(len(index))])
-    with atomic_path(path) as tmp:
-        with tarfile.open(tmp, "w") as tar:
+    files = [path, *([sidecar(path, "preview.png")] if preview else []), sidecar(path, "json")]
+    with atomic_paths(*files) as tmps:
+        with tarfile.open(tmps[0], "w") as tar:
             _add(tar, "index.csv", index.to_csv(index=False).encode())
             for name, image in zip(index["file"], images):
                 _add(tar, name, _png_bytes(image))
-    if preview:
-        with atomic_path(sidecar(path, "preview.png")) as tmp:
-            Image.fromarray(grid(images[:preview])).save(tmp)
-    write_json(sidecar(path, "json"), {**meta, "n_images": len(images), "sha256": sha256(path),
-                                       "shape": list(images.shape[1:])})
+        if preview:
+            Image.fromarray(grid(images[:preview])).save(tmps[1], format="PNG")
+        write_json(tmps[-1], {**meta, "n_images": len(images), "sha256": sha256(tmps[0]),
+                              "shape": list(images.shape[1:])})
 
 
 def load_image_set(path: str | Path, verify: bool = True) -> tuple[np.ndarray, pd.DataFrame, dict]:

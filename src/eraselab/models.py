@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .artifacts import ArtifactError, atomic_path, write_json
+from .artifacts import REBUILD_MODEL, ArtifactError, atomic_path, verify_manifest, write_json, write_manifest
 
 # What a Stable Diffusion pipeline needs from a hub repo: configs, tokenizer, fp32 safetensors.
 HUB_FILES = ["model_index.json", "scheduler/*", "tokenizer/*", "text_encoder/config.json",
@@ -46,6 +46,7 @@ def download(repo_id: str, revision: str, out_dir: str | Path) -> None:
                 f"in the diffusers layout. Pin a revision that has them, or convert the weights and use "
                 f"source: local.")
         write_json(tmp / "eraselab_source.json", {"repo_id": repo_id, "revision": revision})
+        write_manifest(tmp)
 
 
 def assemble_conceptworld(weights: str | Path, out_dir: str | Path) -> None:
@@ -59,6 +60,7 @@ def assemble_conceptworld(weights: str | Path, out_dir: str | Path) -> None:
     for need in ("pipeline/model_index.json", "classifier/classifier.safetensors"):
         if not (weights / need).is_file():
             raise ArtifactError(f"{weights / need}: missing; not a ConceptWorld weights directory")
+    verify_manifest(weights, what="ConceptWorld weights", fix="retrain them or restore them (dvc checkout)")
     with atomic_path(out_dir, directory=True) as tmp:
         shutil.copytree(weights / "pipeline", tmp, dirs_exist_ok=True)
         shutil.copytree(weights / "classifier", tmp / "classifier")
@@ -66,6 +68,7 @@ def assemble_conceptworld(weights: str | Path, out_dir: str | Path) -> None:
             if (weights / extra).is_file():
                 shutil.copy2(weights / extra, tmp / extra)
         build_clip_tokenizer(tmp / "tokenizer")
+        write_manifest(tmp)
 
 
 def build_random(architecture: str, out_dir: str | Path, seed: int, image_size: int | None = None) -> None:
@@ -86,6 +89,7 @@ def build_random(architecture: str, out_dir: str | Path, seed: int, image_size: 
         build_random_pipeline(arch, tmp, seed)
         write_json(tmp / "eraselab_source.json", {"source": "random", "architecture": architecture,
                                                   "image_size": arch.image_size, "seed": seed})
+        write_manifest(tmp)
 
 
 def load_pipeline(path: str | Path, dtype: str = "float32", device: str | None = None):
@@ -96,6 +100,7 @@ def load_pipeline(path: str | Path, dtype: str = "float32", device: str | None =
     path = Path(path)
     if not (path / "model_index.json").is_file():
         raise ArtifactError(f"{path}: not a diffusers pipeline directory (no model_index.json)")
+    verify_manifest(path, what="base model", fix=REBUILD_MODEL)
     quiet_libraries()
     try:
         pipe = StableDiffusionPipeline.from_pretrained(path, dtype=DTYPES[dtype], safety_checker=None,

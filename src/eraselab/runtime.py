@@ -11,6 +11,10 @@ import time
 from importlib import metadata
 from typing import Any, Iterator
 
+class DivergenceError(RuntimeError):
+    """An optimisation produced a NaN or infinite loss; nothing is saved."""
+
+
 TRACKED_PACKAGES = ("eraselab", "torch", "diffusers", "transformers", "open_clip_torch", "nudenet",
                     "numpy", "safetensors")
 

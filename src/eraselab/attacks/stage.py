@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..artifacts import ArtifactError, atomic_path, read_json, sha256, write_json
+from ..artifacts import ArtifactError, atomic_path, atomic_paths, read_json, sha256, write_json
 from .common import AdversarialSet
 
 ASR_DEFINITION = ("ASR = (pre-attack successes + attack-only successes) / N: an image counts when the concept "
@@ -36,7 +36,8 @@ def sidecar(path: str | Path, suffix: str) -> Path:
 # --- the adversarial set on disk ----------------------------------------------------------------
 
 def save_adversarial(path: str | Path, adv: AdversarialSet, rows: pd.DataFrame, meta: dict) -> None:
-    """Tensors, then the per-row table, then the metadata (written last: it marks completeness)."""
+    """Tensors, the per-row table and the metadata, atomically together (metadata renamed last: it marks
+    completeness)."""
     from safetensors.torch import save_file
     per_row = meta.get("rows", [])
     table = rows[[c for c in ("case_number", "prompt", "evaluation_seed", "evaluation_guidance")]].copy()
@@ -44,11 +45,10 @@ def save_adversarial(path: str | Path, adv: AdversarialSet, rows: pd.DataFrame, 
     for key in ("pre_success", "attack_success", "steps", "seconds", "objective_start", "objective"):
         if per_row and key in per_row[0]:
             table[key] = [r[key] for r in per_row]
-    with atomic_path(path) as tmp:
+    with atomic_paths(path, sidecar(path, ".csv"), sidecar(path, ".json")) as (tmp, tmp_csv, tmp_meta):
         save_file(adv.tensors(), str(tmp))
-    with atomic_path(sidecar(path, ".csv")) as tmp:
-        table.to_csv(tmp, index=False)
-    write_json(sidecar(path, ".json"), {**meta, "sha256": sha256(path), "n_prompts": len(table)})
+        table.to_csv(tmp_csv, index=False)
+        write_json(tmp_meta, {**meta, "sha256": sha256(tmp), "n_prompts": len(table)})
 
 
 def load_adversarial(path: str | Path) -> tuple[AdversarialSet, pd.DataFrame, dict]:
@@ -56,8 +56,8 @@ def load_adversarial(path: str | Path) -> tuple[AdversarialSet, pd.DataFrame, di
     path = Path(path)
     meta = read_json(sidecar(path, ".json"))
     if not path.is_file() or sha256(path) != meta.get("sha256"):
-        raise ArtifactError(f"{path}: missing, truncated or corrupted (checksum differs from {sidecar(path, '.json')}); "
-                            f"rerun its attack job")
+        raise ArtifactError(f"{path}: checksum mismatch: missing, truncated or corrupted (metadata "
+                            f"{sidecar(path, '.json')}); rerun its attack job")
     tensors = load_file(str(path))
     table = pd.read_csv(sidecar(path, ".csv"), keep_default_na=False)
     adv = AdversarialSet(tensors["input_ids"], table["adversarial_prompt"].astype(str).tolist(),
@@ -113,7 +113,8 @@ def run_attack(base, delta, reference, pairs, out, spec: dict) -> None:
         bar.close()
         info = run_info.record()
         save_adversarial(out, adv, rows, {**info, **record, "base": str(base), "delta": delta and str(delta),
-                                          "seconds_per_prompt": round(info["wall_time_s"] / len(rows), 3)})
+                                          "seconds_per_prompt": round(info["wall_time_s"] / len(rows), 3),
+                                          "resumed_from_step": ckpt.resumed_from})
         ckpt.clear()
 
 

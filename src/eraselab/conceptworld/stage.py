@@ -6,7 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..artifacts import atomic_path, write_json
+from ..artifacts import atomic_path, write_json, write_manifest
 from ..checkpoint import checkpoint_dir_for
 from ..runtime import stage
 from .architecture import ArchConfig
@@ -41,6 +41,7 @@ def run(out: str | Path, spec: dict) -> dict:
             quality["architecture"] = dataclasses.asdict(arch)
             write_json(tmp / "quality.json", quality)
             Image.fromarray(grid(examples)).save(tmp / "examples.png")
+            write_manifest(tmp)
         shutil.rmtree(checkpoint_dir_for(out), ignore_errors=True)  # complete: checkpoints no longer needed
         if not all(quality["bars"].values()):
             print(f"[train_conceptworld] WARNING: quality bars missed: {quality['bars']}", file=sys.stderr)

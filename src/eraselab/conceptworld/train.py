@@ -24,7 +24,7 @@ from torch import nn
 
 from ..checkpoint import Checkpointer
 from ..generate import generate_images
-from ..runtime import progress
+from ..runtime import DivergenceError, progress
 from .architecture import ArchConfig, build_scheduler, build_text_encoder, build_unet, build_vae
 from .captions import caption, prompt_for
 from .classifier import accuracy, predict, train_classifier
@@ -49,8 +49,9 @@ class TrainSettings:
     cond_dropout: float = 0.1
     ema_decay: float = 0.999
     eval_prompts: int = 200
-    eval_steps: int = 25
-    eval_guidance: float = 5.0
+    eval_classifier_images: int = 2000
+    eval_steps: int = 50
+    eval_guidance: float = 3.0
     checkpoint_every: int = 200
     seed: int = 0
 
@@ -115,6 +116,7 @@ def train_vae(vae, images: np.ndarray, s: TrainSettings, ckpt: Checkpointer) -> 
         x = to_pixels(images[torch.randint(len(images), (s.vae_batch,), generator=g).numpy()])
         error = vae.decode(vae.encode(x).latent_dist.mean).sample - x
         loss = error.abs().mean() + error.pow(2).mean()
+        check_finite(loss, "VAE", step, "vae_lr")
         for group in opt.param_groups:
             group["lr"] = _lr(step, s.vae_steps, s.vae_lr, warmup=40)
         opt.zero_grad()
@@ -189,6 +191,7 @@ def train_denoiser(unet, text_encoder, latents, scale: float, ids, empty_ids, sc
         pred = unet(scheduler.add_noise(z, noise, t), t, text_encoder(tok)[0]).sample
         per_sample = (pred - noise).pow(2).mean(dim=(1, 2, 3))
         loss = (per_sample * min_snr_weights(scheduler, t, s.min_snr_gamma)).mean()
+        check_finite(loss, "UNet+text", step, "unet_lr")
         for group in opt.param_groups:
             group["lr"] = _lr(step, s.unet_steps, s.unet_lr, s.warmup_steps)
         opt.zero_grad()
@@ -207,6 +210,12 @@ def train_denoiser(unet, text_encoder, latents, scale: float, ids, empty_ids, sc
     return ema_unet, ema_text
 
 
+def check_finite(loss: torch.Tensor, phase: str, step: int, lr_key: str) -> None:
+    if not torch.isfinite(loss):
+        raise DivergenceError(f"ConceptWorld {phase} training diverged at step {step}: loss is {loss.item()}; "
+                              f"lower conceptworld.{lr_key} (nothing was saved; earlier phases' checkpoints are kept)")
+
+
 def latent_scale(latents) -> float:
     """SD's latent scaling factor: 1 / std of the latents, so the UNet sees unit variance."""
     return float(1.0 / latents.std())
@@ -222,7 +231,7 @@ def measure_quality(pipe, classifier, world: World, s: TrainSettings) -> dict:
     hits = [all(p[a] == v for a, v in named.items()) for p, (_, named) in zip(pred, prompts)]
     per_attr = {a: float(np.mean([p[a] == named[a] for p, (_, named) in zip(pred, prompts) if a in named]))
                 for a in ATTRIBUTES}
-    return {"classifier_accuracy": accuracy(classifier, world, 2000, seed=s.seed + 99),
+    return {"classifier_accuracy": accuracy(classifier, world, s.eval_classifier_images, seed=s.seed + 99),
             "generation_all_attributes": float(np.mean(hits)),
             "generation_per_attribute": per_attr, "n_heldout_prompts": len(prompts),
             "examples": images[:64]}
@@ -244,11 +253,13 @@ def train(out_dir: Path, s: TrainSettings, arch: ArchConfig, world: World, ckpt_
     from ..tokenizer import build_clip_tokenizer
     from .classifier import save_classifier
 
+    # a checkpoint resumes only a run with the same settings and architecture
+    key = {"settings": dataclasses.asdict(s), "architecture": dataclasses.asdict(arch)}
     torch.manual_seed(s.seed)
     tokenizer = build_clip_tokenizer(ckpt_dir / "tokenizer", arch.max_tokens)
     images, ids = make_dataset(world, s, tokenizer)
 
-    clf_ckpt = Checkpointer(ckpt_dir / "classifier", dataclasses.asdict(s), 1)
+    clf_ckpt = Checkpointer(ckpt_dir / "classifier", key, 1)
     if (state := clf_ckpt.load()) is not None:
         from .classifier import AttributeClassifier
         classifier = AttributeClassifier({a: len(world.values(a)) for a in ATTRIBUTES})
@@ -262,7 +273,7 @@ def train(out_dir: Path, s: TrainSettings, arch: ArchConfig, world: World, ckpt_
 
     torch.manual_seed(s.seed)
     vae = build_vae(arch)
-    train_vae(vae, images, s, Checkpointer(ckpt_dir / "vae", dataclasses.asdict(s), s.checkpoint_every))
+    train_vae(vae, images, s, Checkpointer(ckpt_dir / "vae", key, s.checkpoint_every))
     vae.eval()
     latents = encode_all(vae, images)
     scale = latent_scale(latents)
@@ -272,8 +283,7 @@ def train(out_dir: Path, s: TrainSettings, arch: ArchConfig, world: World, ckpt_
     unet, text_encoder, scheduler = build_unet(arch), build_text_encoder(arch), build_scheduler()
     empty = tokenizer("", padding="max_length", max_length=arch.max_tokens, return_tensors="pt").input_ids[0]
     unet, text_encoder = train_denoiser(unet, text_encoder, latents, scale, ids, empty, scheduler, s,
-                                        Checkpointer(ckpt_dir / "denoiser", dataclasses.asdict(s),
-                                                     s.checkpoint_every))
+                                        Checkpointer(ckpt_dir / "denoiser", key, s.checkpoint_every))
     unet.eval(), text_encoder.eval()
     pipe = assemble_pipeline(vae, text_encoder, tokenizer, unet, scheduler)
     quality = measure_quality(pipe, classifier, world, s)

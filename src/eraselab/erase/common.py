@@ -6,9 +6,7 @@ import re
 
 import torch
 
-
-class DivergenceError(RuntimeError):
-    """The optimisation produced a NaN or infinite loss; nothing is saved."""
+from ..runtime import DivergenceError  # noqa: F401 (raised here; defined without torch for the CLI)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,9 +6,9 @@ from pathlib import Path
 from ..checkpoint import Checkpointer, checkpoint_dir_for
 from ..delta import save_delta
 from ..models import load_pipeline
+from ..prune.masks import apply_mask, load_mask, masked_tensors
 from ..runtime import progress, stage
 from . import ALGORITHMS
-from ..prune.masks import apply_mask, load_mask, masked_tensors
 from .common import Concept
 from .validation import Validator
 
@@ -43,7 +43,8 @@ def run(base: str | Path, out: str | Path, spec: dict, mask: str | Path | None =
             apply_mask(pipe, pruning)
             tensors = {**masked_tensors(pipe, pruning), **_masked(tensors, pruning)}
             record = {**record, "mask": {"path": str(mask), "pruned": pruning.count()}}
-        save_delta(out, tensors, {**run_info.record(), "base": str(base), **record})
+        save_delta(out, tensors, {**run_info.record(), "base": str(base), **record,
+                                  "resumed_from_step": ckpt.resumed_from})
         ckpt.clear()
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..artifacts import REBUILD_MODEL, verify_manifest
 from ..conceptworld.classifier import load_classifier, to_tensor
 
 
@@ -22,6 +23,7 @@ class ConceptWorldDetector:
     def __init__(self, cfg: dict, model_dir: Path):
         self.attribute, self.value = cfg["attribute"], cfg["value"]
         self.directory = model_dir / "classifier"
+        verify_manifest(model_dir, prefix="classifier/", what="base model", fix=REBUILD_MODEL)
         self.model, self.world = _classifier(str(self.directory))
         classes = self.world.values(self.attribute)
         if self.value not in classes:
