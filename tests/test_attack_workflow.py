@@ -75,6 +75,7 @@ def test_small_attack_run_then_incremental_reruns(tmp_path):
 
     assert planned(snakemake(wd, "-n", *configs)) == {}
     # an UnlearnDiff setting changes: only its attack on each variant reruns, then the report
-    changed = snakemake(wd, "-n", *configs, "--config", "attacks={'unlearndiff': {'algorithm': 'unlearndiff', "
-                        "'prefix_tokens': 2, 'timesteps': 2, 'iterations': 3, 'batch_size': 8}}")
+    # (overrides go in a config file: Snakemake 9 reads nested --config values as strings)
+    (wd / "ud.yaml").write_text("attacks: {unlearndiff: {prefix_tokens: 2}}\n")
+    changed = snakemake(wd, "-n", *configs, str(wd / "ud.yaml"))
     assert planned(changed) == {"attack": 1, "attack_generate": 1, "attack_score": 1, "report": 1, "all": 1}

@@ -34,7 +34,7 @@ def test_default_config_is_valid_and_gets_defaults(cfg, root):
     out = validate(cfg, root)
     assert out["generation"]["images_per_prompt"] == 1          # filled from the schema
     assert out["methods"]["esd-x"]["start_guidance"] == 3.0     # per-algorithm defaults too
-    assert out["concepts"]["triangle"]["erase"] == ["triangle"]  # erase prompts default to the name
+    assert out["concepts"]["circle"]["erase"] == ["circle"]      # erase prompts default to the name
     assert out["run"]["prunings"] == ["none"]
 
 

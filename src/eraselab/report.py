@@ -47,7 +47,10 @@ def set_distance(base_tar: str, erased_tar: str) -> float:
     """
     from .imagesets import load_image_set
     (a, ia, _), (b, ib, _) = load_image_set(base_tar, verify=False), load_image_set(erased_tar, verify=False)
-    keys = ["case_number", "image"] if "image" in ia.columns and "image" in ib.columns else ["case_number"]
+    keys = [k for k in ("case_number", "image") if k in ia.columns and k in ib.columns]
+    ia, ib = ia.reset_index(drop=True), ib.reset_index(drop=True)
+    if not keys:   # a prompt file without case numbers: rows pair by position
+        ia, ib, keys = ia.assign(row=ia.index), ib.assign(row=ib.index), ["row"]
     pairs = ia.reset_index().merge(ib.reset_index(), on=keys, suffixes=("_a", "_b"))
     pairs = pairs[pairs.evaluation_seed_a == pairs.evaluation_seed_b]
     if pairs.empty:

@@ -238,7 +238,7 @@ def noised(pipe, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torc
 
 
 def check_finite(loss: torch.Tensor, attack: str, step: int) -> None:
-    from ..erase.common import DivergenceError
+    from ..runtime import DivergenceError
     if not torch.isfinite(loss).all():
         raise DivergenceError(f"{attack} diverged at step {step}: loss is {loss.detach().flatten()[0].item()}; "
                                  f"lower the learning rate (nothing was saved)")
