@@ -107,20 +107,30 @@ def recording(unet, sites: Sequence[str] = (), points=None):
 
 
 @torch.no_grad()
+def encode_prompts(pipe, prompts: list[str]) -> torch.Tensor:
+    """Text-encoder hidden states as the pipeline conditions the UNet (as erase.common's; not imported
+    from there so that this stage's code does not include every erasure method)."""
+    embeds, _ = pipe.encode_prompt(prompts, device=pipe.device, num_images_per_prompt=1,
+                                   do_classifier_free_guidance=False)
+    return embeds
+
+
+@torch.no_grad()
 def record(pipe, recorder: Recorder, cond: torch.Tensor, seeds: Sequence[int], guidances: Sequence[float],
            steps: int, record_steps: int | None, batch_size: int) -> None:
     """Guided DDIM from each row's seed (row i conditioned on cond[i]); record the conditional pass.
 
     Only the first ``record_steps`` denoising steps are run (all ``steps`` when None).
     """
-    from .erase.common import encode_prompts
-    from .erase.finetune import ddim_scheduler, latent_shape
+    from diffusers import DDIMScheduler
     uncond = encode_prompts(pipe, [""])
     n_run = steps if record_steps is None else min(record_steps, steps)
+    shape = (1, pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
     for start in range(0, len(seeds), batch_size):
         rows = range(start, min(start + batch_size, len(seeds)))
-        sched = ddim_scheduler(pipe, steps)
-        x = torch.cat([torch.randn(latent_shape(pipe, 1), generator=torch.Generator().manual_seed(int(seeds[i])))
+        sched = DDIMScheduler.from_config(pipe.scheduler.config)
+        sched.set_timesteps(steps, device=pipe.device)
+        x = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(int(seeds[i])))
                        for i in rows]).to(pipe.device) * sched.init_noise_sigma
         c = cond[rows.start:rows.stop].to(pipe.device, pipe.unet.dtype)
         g = torch.tensor([float(guidances[i]) for i in rows], device=pipe.device).view(-1, 1, 1, 1)
@@ -241,7 +251,6 @@ def run_base(base, pairs_csv, out, spec: dict) -> None:
     Writes ``out`` (parquet: layer, site, neuron, concept, neutral, difference) and its ``.json``.
     """
     from .artifacts import write_json
-    from .erase.common import encode_prompts
     from .models import load_pipeline
     from .runtime import stage
     p = spec["attribution"]
@@ -268,7 +277,6 @@ def run_erased(base, delta, adversarial, out, spec: dict) -> None:
     from .attacks.common import conditioning
     from .attacks.stage import load_adversarial
     from .delta import apply_delta
-    from .erase.common import encode_prompts
     from .models import load_pipeline
     from .runtime import stage
     p = spec["attribution"]

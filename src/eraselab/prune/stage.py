@@ -24,8 +24,7 @@ def run(base, out, spec: dict, pairs=None, attribution=None) -> None:
 
 
 def _wanda(pipe, pairs, spec: dict):
-    from ..attribution import concept_pairs
-    from ..erase.common import encode_prompts
+    from ..attribution import concept_pairs, encode_prompts
     from .wanda import wanda_mask
     p = spec["pruning"]
     frame = concept_pairs(pairs, p["max_prompts"])
