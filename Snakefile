@@ -13,6 +13,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/base_model.smk"
+include: "workflow/rules/prune.smk"
 include: "workflow/rules/erase.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/score.smk"

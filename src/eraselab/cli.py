@@ -44,7 +44,25 @@ def train_conceptworld(a) -> None:
 
 def erase(a) -> None:
     from .erase.stage import run
-    run(a.base, a.out, a.spec)
+    run(a.base, a.out, a.spec, mask=a.mask)
+
+
+def attribute(a) -> None:
+    from .attribution import run_base, run_erased
+    if a.delta:
+        run_erased(a.base, a.delta, a.adversarial, a.out, a.spec)
+    else:
+        run_base(a.base, a.pairs, a.out, a.spec)
+
+
+def prune(a) -> None:
+    from .prune.stage import run
+    run(a.base, a.out, a.spec, pairs=a.pairs, attribution=a.attribution)
+
+
+def prune_report(a) -> None:
+    from .prune.report import run
+    run(a.spec, a.out)
 
 
 def generate(a) -> None:
@@ -100,7 +118,20 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s = stage("erase", erase, "erase a concept; writes a delta")
     s.add_argument("--base", required=True)
+    s.add_argument("--mask", help="a pruning mask (mask.safetensors) applied before erasing")
     s.add_argument("--out", required=True)
+    s = stage("attribute", attribute, "per-neuron activations: base (concept vs neutral), or rho/delta of an "
+              "erased model under an attack")
+    s.add_argument("--base", required=True)
+    s.add_argument("--pairs", help="base model: concept prompts and matched neutral prompts (CSV)")
+    s.add_argument("--delta", help="erased model: its delta")
+    s.add_argument("--adversarial", help="erased model: the attack's adversarial set")
+    s.add_argument("--out", required=True, metavar="TABLE.parquet")
+    s = stage("prune", prune, "a pruning mask for one concept (stored apart from the weights)")
+    s.add_argument("--base", required=True)
+    s.add_argument("--pairs", help="wanda: concept prompts and matched neutral prompts (CSV)")
+    s.add_argument("--attribution", help="attribution: the base model's attribution table")
+    s.add_argument("--out", required=True, metavar="MASK.safetensors")
     s = stage("generate", generate, "generate image sets for one model variant")
     s.add_argument("--base", required=True)
     s.add_argument("--delta")
@@ -134,6 +165,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--plain-scores", required=True, help="the variant's scores.csv (plain prompts)")
     s.add_argument("--scores", required=True)
     s.add_argument("--rates", required=True)
+    s = stage("prune_report", prune_report, "the pruning table: pruned fraction, rates, ASR, attribution")
+    s.add_argument("--out", required=True)
     s = stage("report", report, "tables, figures and grids")
     s.add_argument("--out", required=True)
     return p

@@ -138,6 +138,10 @@ def _reference_errors(cfg: dict) -> list[str]:
         if isinstance(anchor, list) and len(anchor) != len(concept["erase"]):
             problems.append(f"concepts.{name}.anchor: {len(anchor)} anchors for {len(concept['erase'])} erase "
                             f"prompts; give one anchor (a string), or one per erase prompt")
+    guided = [p for p in cfg["run"].get("prunings", []) if cfg.get("prunings", {}).get(p, {}).get("algorithm") == "attribution"]
+    if guided and not cfg.get("attribution", {}).get("pairs"):
+        problems.append(f"attribution.pairs: required by attribution-guided pruning {', '.join(map(repr, guided))} "
+                        f"(the base model's table compares concept prompts with matched neutral prompts)")
     overlap = set(cfg["run"]["targets"]) & set(cfg["run"].get("preserve", []))
     if overlap:
         problems.append(f"run.preserve: {sorted(overlap)} also in run.targets; a concept is erased or preserved, not both")
@@ -163,6 +167,7 @@ def _file_errors(cfg: dict, root: Path) -> list[str]:
                 problems.append(f"models.{name}.path: {path!r} is not a {model['source']} model directory "
                                 f"({root / path / index} not found)")
     problems += _attack_file_errors(cfg, root)
+    problems += _pruning_file_errors(cfg, root)
     problems += _world_errors(cfg, root)
     used = set(cfg["run"]["targets"]) | set(cfg["run"].get("preserve", []))
     for name in sorted(used & set(cfg["concepts"])):
@@ -248,6 +253,17 @@ def _attack_file_errors(cfg: dict, root: Path) -> list[str]:
     return problems
 
 
+def _pruning_file_errors(cfg: dict, root: Path) -> list[str]:
+    """Paired prompt files that pruning and attribution read, one CSV per target."""
+    patterns = [(f"prunings.{n}.pairs", cfg["prunings"][n].get("pairs"))
+                for n in cfg["run"].get("prunings", []) if n in cfg.get("prunings", {})]
+    patterns.append(("attribution.pairs", cfg.get("attribution", {}).get("pairs")))
+    return [f"{key}: {str(root / pattern.format(concept=t))!r} not found (for target {t!r}); "
+            f"it needs columns prompt, prompt_without"
+            for key, pattern in patterns if pattern for t in cfg["run"]["targets"]
+            if not (root / pattern.format(concept=t)).is_file()]
+
+
 def validate(config: dict, root: str | Path = ".", schema: dict | None = None) -> dict:
     """The config with defaults filled in; raise ConfigError listing every problem found.
 
@@ -266,6 +282,10 @@ def validate(config: dict, root: str | Path = ".", schema: dict | None = None) -
         problems += p
     if _is_map_of_maps(cfg.get("attacks")):
         cfg["attacks"], p = _algorithm_errors("attacks", cfg["attacks"], "algorithm", defs["attacks_algorithms"], schema)
+        problems += p
+    if _is_map_of_maps(cfg.get("prunings")):
+        cfg["prunings"], p = _algorithm_errors("prunings", cfg["prunings"], "algorithm", defs["prunings_algorithms"],
+                                               schema)
         problems += p
     if _is_map_of_maps(cfg.get("concepts")):
         for name, concept in cfg["concepts"].items():

@@ -76,3 +76,24 @@ def attack_grid(run: dict) -> list[tuple[str, str, str]]:
     """Every (model, erased variant, attack) the run evaluates; the base model is not attacked."""
     attacks = [a for a in run.get("attacks", []) if a != "none"]
     return [(m, v, a) for m, v in grid(run) if v != BASE for a in attacks]
+
+
+# Pruning and attribution. A mask is made per model, target and pruning, and sits in the pruning's
+# directory, beside the variants erased on it: results/conceptworld/triangle/wanda/mask.safetensors.
+NONE = "none"
+MASK = "results/{model}/{target}/{prune}/mask.safetensors"
+# The base model's per-neuron activations on a target's prompts and their matched neutral prompts.
+ATTRIBUTION_BASE = "results/{model}/base/attribution/{target}/concept-vs-neutral.parquet"
+# rho and delta of every neuron of an erased variant under one attack (+ .png figure, .json summary).
+ATTRIBUTION = VARIANT + "/attribution/{attack}/neurons.parquet"
+
+
+def with_suffixes(path: str, *suffixes: str) -> list[str]:
+    """A table and its sidecars: neurons.parquet -> [neurons.parquet, neurons.json, ...]."""
+    stem = path.rsplit(".", 1)[0]
+    return [path, *(stem + s for s in suffixes)]
+
+
+def attribution_grid(run: dict) -> list[tuple[str, str, str]]:
+    """Every (model, erased variant, attack) analysed: the attack grid."""
+    return attack_grid(run)

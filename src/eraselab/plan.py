@@ -60,8 +60,10 @@ def validation_spec(cfg: dict, target: str, method: str) -> dict | None:
             "generation": {k: cfg["generation"][k] for k in VALIDATION_GENERATION}}
 
 
-def erase_inputs(cfg: dict, model: str, target: str, method: str) -> dict:
+def erase_inputs(cfg: dict, model: str, target: str, method: str, prune: str = layout.NONE) -> dict:
     inputs = {"base": model_dir(cfg, model)}
+    if prune != layout.NONE:
+        inputs["mask"] = layout.MASK.format(model=model, target=target, prune=prune)
     if (v := validation_spec(cfg, target, method)) is not None:
         inputs["validation"] = v["prompts"]
     return inputs
@@ -73,6 +75,8 @@ def erase_spec(cfg: dict, model: str, target: str, prune: str, method: str) -> d
             "seed": cfg["seed"], "model": model}
     if (v := validation_spec(cfg, target, method)) is not None:
         spec["validation"] = v
+    if prune != layout.NONE:
+        spec["pruning"] = cfg["prunings"][prune]
     return spec
 
 
@@ -166,7 +170,8 @@ def resources(cfg: dict, rule: str, attempt: int = 1) -> dict:
 def final_outputs(cfg: dict) -> list[str]:
     return [f"{layout.REPORT}/{name}" for name in ("summary.csv", "summary.md", "rates.csv", "metrics.json",
                                                    "tradeoff.png")] \
-        + [f"{layout.REPORT}/grid_{m}.png" for m in cfg["run"]["models"]] + attack_report_outputs(cfg)
+        + [f"{layout.REPORT}/grid_{m}.png" for m in cfg["run"]["models"]] + attack_report_outputs(cfg) \
+        + attribution_outputs(cfg) + prune_report_outputs(cfg)
 
 
 
@@ -192,6 +197,9 @@ SPECS = {
     "generate": generate_spec,
     "score": score_spec,
     "report": lambda cfg: report_spec(cfg),
+    "prune": lambda cfg, **w: prune_spec(cfg, **w),
+    "attribute_base": lambda cfg, **w: attribute_base_spec(cfg, **w),
+    "attribute": lambda cfg, **w: attribute_spec(cfg, **w),
 }
 
 
@@ -206,12 +214,20 @@ def upstream(cfg: dict, rule: str, **w) -> list[tuple[str, dict]]:
         return [("train_conceptworld", {"model": w["model"]})] if m["source"] == "conceptworld" and m["retrain"] else []
     model = [("local_model" if m["source"] == "local" else "base_model", {"model": w["model"]})]
     if rule == "erase":
+        return model + ([("prune", {"model": w["model"], "target": w["target"], "prune": w["prune"]})]
+                        if w["prune"] != layout.NONE else [])
+    if rule == "prune":
+        guided = cfg["prunings"][w["prune"]]["algorithm"] == "attribution"
+        return model + ([("attribute_base", {"model": w["model"], "target": w["target"]})] if guided else [])
+    if rule == "attribute_base":
         return model
     parts = layout.parse_variant(w["variant"])
     if rule == "generate":
         return model + ([("erase", {"model": w["model"], **parts})] if parts["method"] else [])
     if rule == "score":
         return model + [("generate", {"model": w["model"], "variant": w["variant"]})]
+    if rule == "attribute":
+        return model + [("erase", {"model": w["model"], **parts})]
     raise KeyError(f"plan.upstream: no lineage for rule {rule!r}; add it")
 
 
@@ -236,7 +252,7 @@ def lineage(cfg: dict, rule: str, code: dict[str, str] | None = None, **w) -> st
 # encoder, so attacks that read only the text encoder (Ring-A-Bell) are computed once on the base
 # model and shared. An algorithm not listed is assumed to change the text encoder: its variants get
 # their own run (never wrong, only slower). The attack_generate stage checks the delta to be sure.
-UNET_ONLY_METHODS = {"esd"}
+UNET_ONLY_METHODS = {"esd", "identity"}  # a pruning mask changes only the UNet too
 
 
 def keeps_text_encoder(cfg: dict, variant: str) -> bool:
@@ -339,3 +355,82 @@ def attack_report_outputs(cfg: dict) -> list[str]:
     if not layout.attack_grid(cfg["run"]):
         return []
     return [f"{layout.REPORT}/{name}" for name in ("attacks.csv", "attacks.md", "attacks.png")]
+
+
+# --- pruning and attribution --------------------------------------------------------------------
+
+def _pairs(pattern: str, target: str) -> str:
+    return pattern.format(concept=target)
+
+
+def prune_inputs(cfg: dict, model: str, target: str, prune: str) -> dict:
+    p = cfg["prunings"][prune]
+    inputs = {"base": model_dir(cfg, model)}
+    if p["algorithm"] == "wanda":
+        inputs["pairs"] = _pairs(p["pairs"], target)
+    if p["algorithm"] == "attribution":
+        inputs["attribution"] = layout.ATTRIBUTION_BASE.format(model=model, target=target)
+    return inputs
+
+
+def prune_spec(cfg: dict, model: str, target: str, prune: str) -> dict:
+    p = cfg["prunings"][prune]
+    spec = {"pruning_name": prune, "pruning": p, "concept": {"name": target}, "seed": cfg["seed"],
+            "guidance": cfg["generation"]["guidance"], "model": model}
+    if "pairs" in p:
+        spec["pairs_sha256"] = digest(_pairs(p["pairs"], target))
+    if p["algorithm"] == "learned":   # trained with an erasure objective on the concept's erase prompts
+        spec["concept"] = {k: v for k, v in concept_spec(cfg, target).items() if k not in ("detector", "validation")}
+    return spec
+
+
+def _attribution_settings(cfg: dict) -> dict:
+    return {k: v for k, v in cfg["attribution"].items() if k not in ("enabled", "pairs")}
+
+
+def attribute_base_inputs(cfg: dict, model: str, target: str) -> dict:
+    return {"base": model_dir(cfg, model), "pairs": _pairs(cfg["attribution"]["pairs"], target)}
+
+
+def attribute_base_spec(cfg: dict, model: str, target: str) -> dict:
+    settings = {k: v for k, v in _attribution_settings(cfg).items() if k != "top_k"}
+    return {"attribution": settings, "seed": cfg["seed"], "guidance": cfg["generation"]["guidance"],
+            "model": model, "target": target,
+            "pairs_sha256": digest(_pairs(cfg["attribution"]["pairs"], target))}
+
+
+def attribute_inputs(cfg: dict, model: str, variant: str, attack: str) -> dict:
+    return {"base": model_dir(cfg, model), "delta": delta_path(model, variant),
+            "adversarial": adversarial_path(cfg, model, variant, attack)}
+
+
+def attribute_spec(cfg: dict, model: str, variant: str, attack: str) -> dict:
+    return {"attribution": _attribution_settings(cfg), "seed": cfg["seed"], "model": model, "variant": variant,
+            "attack_name": attack}
+
+
+def attribution_outputs(cfg: dict) -> list[str]:
+    """Every erased variant's rho/delta analysis under every attack, when attribution is enabled."""
+    if not cfg.get("attribution", {}).get("enabled"):
+        return []
+    return [layout.ATTRIBUTION.format(model=m, variant=v, attack=a) for m, v, a in layout.attribution_grid(cfg["run"])]
+
+
+def prune_report_outputs(cfg: dict) -> list[str]:
+    """The pruning table, when the run prunes."""
+    if all(p == layout.NONE for p in cfg["run"]["prunings"]):
+        return []
+    return [f"{layout.REPORT}/pruning.csv", f"{layout.REPORT}/pruning.md"]
+
+
+def prune_report_spec(cfg: dict) -> dict:
+    run = cfg["run"]
+    attacks = attack_report_outputs(cfg)
+    masks = [{"model": m, "target": t, "prune": p,
+              "path": layout.MASK.format(model=m, target=t, prune=p).replace(".safetensors", ".json")}
+             for m in run["models"] for t in run["targets"] for p in run["prunings"] if p != layout.NONE]
+    attributions = [{"model": m, "variant": v, "attack": a,
+                     "path": layout.ATTRIBUTION.format(model=m, variant=v, attack=a).replace(".parquet", ".json")}
+                    for m, v, a in layout.attribution_grid(run)] if cfg["attribution"]["enabled"] else []
+    return {"summary": f"{layout.REPORT}/summary.csv", "attacks": attacks[0] if attacks else None,
+            "masks": masks, "attributions": attributions}

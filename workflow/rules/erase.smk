@@ -1,18 +1,19 @@
 rule erase:
     """Erase a concept with one method; writes only the changed tensors and their metadata."""
     input:
-        unpack(lambda w: plan.erase_inputs(config, w.model, w.target, w.method)),
+        unpack(lambda w: plan.erase_inputs(config, w.model, w.target, w.method, w.prune)),
     output:
         delta=layout.DELTA,
         meta=layout.DELTA.replace(".safetensors", ".json"),
     params:
         spec=spec(plan.erase_spec),
         lineage=lineage("erase"),
+        mask=lambda w, input: f"--mask {input.mask}" if "mask" in input.keys() else "",
     threads: threads_of("erase")
     resources:
         **resources_of("erase"),
     log:
         "logs/erase/{model}/{target}/{prune}/{method}.log",
     shell:
-        "eraselab --threads {threads} erase --base {input.base} --spec {params.spec:q} "
+        "eraselab --threads {threads} erase --base {input.base} {params.mask} --spec {params.spec:q} "
         "--out {output.delta} > {log} 2>&1"

@@ -12,9 +12,11 @@ from typing import Callable
 from .abo import all_but_one
 from .common import Concept, DivergenceError, select_parameters
 from .esd import esd
+from .identity import identity
 from .rece import rece
 from .uce import uce
 
-ALGORITHMS: dict[str, Callable] = {"esd": esd, "all-but-one": all_but_one, "uce": uce, "rece": rece}
+ALGORITHMS: dict[str, Callable] = {"esd": esd, "all-but-one": all_but_one, "uce": uce, "rece": rece,
+                                 "identity": identity}
 
 __all__ = ["ALGORITHMS", "Concept", "DivergenceError", "select_parameters"]

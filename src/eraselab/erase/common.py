@@ -42,6 +42,7 @@ PARAMETER_SETS = {
     "noxattn": (r"", r"attn2\.|^time_embedding\.|^conv_norm_out\.|^conv_out\."),
     "selfattn": (r"attn1\.", None),
     "full": (r"", None),
+    "mask-scores": (r"\.scores$", None),   # learned pruning masks (prune/learned.py): only the scores train
 }
 
 

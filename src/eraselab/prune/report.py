@@ -1,0 +1,61 @@
+"""The pruning table: per erased variant, its pruning (pruned fraction), rates, ASR and attribution summary.
+
+It joins the report's ``summary.csv`` (target rate, worst drop elsewhere) and
+``attacks.csv`` (pre-attack rate and ASR per attack) with each mask's
+``mask.json`` and each attribution ``neurons.json``, so a pruned + erased model,
+pruning alone and plain erasure sit side by side with the same seeds and budgets.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..artifacts import atomic_path, read_json, write_text
+
+KEYS = ["model", "target", "prune", "method"]
+
+
+def pruning_table(summary: pd.DataFrame, attacks: pd.DataFrame | None, masks: list[dict],
+                  attributions: list[dict]) -> pd.DataFrame:
+    """masks: [{model, target, prune, path}]; attributions: [{model, variant, attack, path}]."""
+    df = summary[KEYS + ["base_rate", "erased_rate", "others_max_drop_points", "erased", "preserved"]].copy()
+    fraction = {(m["model"], m["target"], m["prune"]): read_json(m["path"]) for m in masks}
+    df["pruned_weights"] = [fraction.get((r.model, r.target, r.prune), {}).get("pruned", 0) for r in df.itertuples()]
+    df["pruned_fraction_of_unet"] = [fraction.get((r.model, r.target, r.prune), {}).get("pruned_fraction_of_unet", 0.0)
+                                     for r in df.itertuples()]
+    if attacks is not None and len(attacks):
+        for attack, g in attacks.groupby("attack", sort=False):
+            cols = g.set_index(KEYS)[["pre_rate", "asr"]].add_suffix(f"_{attack}")
+            df = df.join(cols, on=KEYS)
+    for a in attributions:
+        target, prune, method = a["variant"].split("/")
+        s = read_json(a["path"])["all"]
+        mask = (df.model == a["model"]) & (df.target == target) & (df.prune == prune) & (df.method == method)
+        df.loc[mask, f"spearman_rho_delta_{a['attack']}"] = s["spearman_rho_delta"]
+        df.loc[mask, f"top_k_reactivated_{a['attack']}"] = s["top_k_reactivated_share"]
+    return df
+
+
+def markdown(df: pd.DataFrame) -> str:
+    pct = lambda v: "" if pd.isna(v) else f"{100 * v:.1f}%"
+    extra = [c for c in df.columns if c.startswith(("pre_rate_", "asr_", "spearman_", "top_k_"))]
+    head = ("| target | pruning | method | pruned (of UNet) | base rate | rate | others: max drop | "
+            + " | ".join(extra) + " |\n|---|---|---|---:|---:|---:|---:|" + "---:|" * len(extra) + "\n")
+    fmt = lambda c, v: ("" if pd.isna(v) else f"{v:.2f}") if c.startswith("spearman_") else pct(v)
+    lines = [f"| {r['target']} | {r['prune']} | {r['method']} | {r['pruned_weights']} ({100 * r['pruned_fraction_of_unet']:.2f}%) | "
+             f"{pct(r['base_rate'])} | {pct(r['erased_rate'])} | {r['others_max_drop_points']:.1f} pt | "
+             + " | ".join(fmt(c, r[c]) for c in extra) + " |" for r in df.to_dict(orient="records")]
+    return head + "\n".join(lines) + "\n"
+
+
+def run(spec: dict, out_dir: str | Path) -> None:
+    """spec: {summary, attacks (or null), masks: [...], attributions: [...]}; writes pruning.csv and .md."""
+    from ..runtime import stage
+    out_dir = Path(out_dir)
+    with stage("prune_report", spec):
+        attacks = pd.read_csv(spec["attacks"]) if spec.get("attacks") else None
+        df = pruning_table(pd.read_csv(spec["summary"]), attacks, spec["masks"], spec["attributions"])
+        with atomic_path(out_dir / "pruning.csv") as tmp:
+            df.to_csv(tmp, index=False, float_format="%.4f")
+        write_text(out_dir / "pruning.md", markdown(df))
