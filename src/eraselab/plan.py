@@ -200,13 +200,28 @@ SPECS = {
     "prune": lambda cfg, **w: prune_spec(cfg, **w),
     "attribute_base": lambda cfg, **w: attribute_base_spec(cfg, **w),
     "attribute": lambda cfg, **w: attribute_spec(cfg, **w),
+    "attack": lambda cfg, **w: attack_spec(cfg, **w),
+    "attack_shared": lambda cfg, **w: shared_attack_spec(cfg, **w),
+    "attack_generate": lambda cfg, **w: attack_generate_spec(cfg, **w),
+    "attack_score": lambda cfg, **w: attack_score_spec(cfg, **w),
+    "generate_neutral": lambda cfg, **w: generate_spec(cfg, **w),
+    "quality": lambda cfg, **w: quality_spec(cfg, **w),
 }
+
+
+def _reference(cfg: dict, w: dict) -> list[tuple[str, dict]]:
+    """An attack that reads the base model's images of the target's prompts depends on their generation."""
+    from .attacks import NEEDS
+    needs = NEEDS[attack_algorithm(cfg, w["attack"])]
+    return [("generate", {"model": w["model"], "variant": layout.BASE})] if "reference" in needs else []
 
 
 def upstream(cfg: dict, rule: str, **w) -> list[tuple[str, dict]]:
     """The jobs whose outputs a job reads, as (rule, wildcards)."""
     if rule == "report":
-        return [(r, {"model": m, "variant": v}) for m, v in layout.grid(cfg["run"]) for r in ("generate", "score")]
+        after = ("generate", "score") + (("quality",) if quality_enabled(cfg) else ())
+        return [(r, {"model": m, "variant": v}) for m, v in layout.grid(cfg["run"]) for r in after] \
+            + [("attack_score", {"model": m, "variant": v, "attack": a}) for m, v, a in layout.attack_grid(cfg["run"])]
     if rule in ("local_model", "train_conceptworld"):
         return []
     m = cfg["models"][w["model"]]
@@ -221,13 +236,28 @@ def upstream(cfg: dict, rule: str, **w) -> list[tuple[str, dict]]:
         return model + ([("attribute_base", {"model": w["model"], "target": w["target"]})] if guided else [])
     if rule == "attribute_base":
         return model
+    if rule == "attack_shared":
+        return model + _reference(cfg, w)
     parts = layout.parse_variant(w["variant"])
     if rule == "generate":
         return model + ([("erase", {"model": w["model"], **parts})] if parts["method"] else [])
     if rule == "score":
         return model + [("generate", {"model": w["model"], "variant": w["variant"]})]
+    erased = [("erase", {"model": w["model"], **parts})] if parts["method"] else []
     if rule == "attribute":
-        return model + [("erase", {"model": w["model"], **parts})]
+        return model + erased
+    if rule == "generate_neutral":
+        return model + erased
+    if rule == "quality":
+        return [("generate_neutral", {"model": w["model"], "variant": v}) for v in dict.fromkeys((w["variant"], layout.BASE))]
+    if rule == "attack":
+        return model + erased + _reference(cfg, w)
+    if rule == "attack_generate":
+        source = (("attack_shared", {"model": w["model"], "target": parts["target"], "attack": w["attack"]})
+                  if shares_attack(cfg, w["variant"], w["attack"]) else ("attack", dict(w)))
+        return model + erased + [source]
+    if rule == "attack_score":
+        return model + [("attack_generate", dict(w)), ("score", {"model": w["model"], "variant": w["variant"]})]
     raise KeyError(f"plan.upstream: no lineage for rule {rule!r}; add it")
 
 

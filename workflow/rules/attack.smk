@@ -21,6 +21,7 @@ rule attack:
         layout.adversarial_files(layout.ADVERSARIAL),
     params:
         spec=spec(plan.attack_spec),
+        lineage=lineage("attack"),
         opts=_attack_opts,
     threads: 1
     log:
@@ -38,6 +39,7 @@ rule attack_shared:
         layout.adversarial_files(layout.SHARED_ADVERSARIAL),
     params:
         spec=spec(plan.shared_attack_spec),
+        lineage=lineage("attack_shared"),
         opts=_attack_opts,
     threads: 1
     log:
@@ -56,6 +58,7 @@ rule attack_generate:
         meta=layout.ATTACK_IMAGES.replace(".tar", ".json"),
     params:
         spec=spec(plan.attack_generate_spec),
+        lineage=lineage("attack_generate"),
         delta=lambda w, input: _opt("delta", input),
     threads: 1
     log:
@@ -76,6 +79,7 @@ rule attack_score:
         rates=layout.ATTACK_RATES,
     params:
         spec=spec(plan.attack_score_spec),
+        lineage=lineage("attack_score"),
     threads: 1
     log:
         "logs/attack_score/{model}/{variant}/{attack}.log",

@@ -7,6 +7,7 @@ rule generate_neutral:
         meta=layout.NEUTRAL_IMAGES.replace(".tar", ".json"),
     params:
         spec=spec(plan.generate_spec),
+        lineage=lineage("generate_neutral"),
         delta=lambda w, input: f"--delta {input.delta}" if "delta" in input.keys() else "",
     threads: 1
     log:
@@ -24,6 +25,7 @@ rule quality:
         layout.QUALITY,
     params:
         spec=spec(plan.quality_spec),
+        lineage=lineage("quality"),
     threads: 1
     log:
         "logs/quality/{model}/{variant}.log",
