@@ -83,9 +83,21 @@ def _sync():
         torch.cuda.synchronize()
 
 
+def _release_free_memory():
+    """Collect garbage and hand freed heap back to the OS, so a row's peak RSS is not the previous row's."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:   # not glibc
+        pass
+
+
 def measure(fn: Callable[[], object]) -> tuple[float, float, float | None, object]:
     """(wall seconds, peak RSS MB, peak GPU MB or None, fn's result) of one call."""
     import torch
+    _release_free_memory()
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.synchronize()
