@@ -81,11 +81,12 @@ def nudenet_one_by_one(detector, images: np.ndarray) -> list:
 def clip_one_by_one(clip, images: np.ndarray, text: torch.Tensor) -> torch.Tensor:
     """CLIP zero-shot probabilities, one image per forward pass."""
     from PIL import Image
+    device = next(clip.model.parameters()).device
     out = []
     with torch.no_grad():
         for im in images:
-            x = clip.preprocess(Image.fromarray(im)).unsqueeze(0).to(text.device)
-            e = torch.nn.functional.normalize(clip.model.encode_image(x).float(), dim=-1)
+            x = clip.preprocess(Image.fromarray(im)).unsqueeze(0).to(device)
+            e = torch.nn.functional.normalize(clip.model.encode_image(x).float(), dim=-1).to(text.device)
             out.append((100 * e @ text.T).softmax(-1))
     return torch.cat(out)
 
@@ -93,7 +94,8 @@ def clip_one_by_one(clip, images: np.ndarray, text: torch.Tensor) -> torch.Tenso
 def plain_uce(pipe, concept, p: dict) -> dict[str, torch.Tensor]:
     """UCE's closed form (its eq. 7) solved layer by layer, as the official script does:
     W* = (lamb W + s_e V^T K + s_p W P^T P)(lamb I + s_e K^T K + s_p P^T P)^-1 for each K/V projection.
-    Same tokens and scales as eraselab's ``uce`` (its Encodings pick them)."""
+    Same tokens and scales as eraselab's ``uce`` (its Encodings pick them); the inverse in float64,
+    as eraselab's solve, so that both give the same weights."""
     from eraselab.erase.common import cross_attention_kv
     from eraselab.erase.uce import Encodings, erase_tokens, preserve_prompts, preserve_tokens, uce_prompts
     enc = Encodings(pipe, uce_prompts(concept, p))
@@ -107,10 +109,10 @@ def plain_uce(pipe, concept, p: dict) -> dict[str, torch.Tensor]:
         w = named[name]
         values = guide @ w.T
         mat1 = p["lamb"] * w + p["erase_scale"] * values.T @ keys
-        mat2 = p["lamb"] * torch.eye(w.shape[1]) + p["erase_scale"] * keys.T @ keys
+        mat2 = p["lamb"] * torch.eye(w.shape[1], device=w.device) + p["erase_scale"] * keys.T @ keys
         if pres is not None:
             mat1 = mat1 + s_p * (pres @ w.T).T @ pres
             mat2 = mat2 + s_p * pres.T @ pres
-        w.data = mat1 @ torch.inverse(mat2)
+        w.data = (mat1.double() @ torch.inverse(mat2.double())).float()   # fp64 inverse: the Gram is ill-conditioned
         out[f"unet.{name}"] = w.detach().clone()
     return out
