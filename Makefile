@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test test-fast prompts share clean
+.PHONY: setup run test test-fast prompts share bench clean
 
 $(BIN)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,6 +34,12 @@ prompts: setup
 #   make share REMOTE=s3://bucket/eraselab                                                    (S3)
 share: setup
 	scripts/share.sh "$(REMOTE)" $(if $(CACHE),"$(CACHE)")
+
+# Time every stage against plain baselines (README, "Benchmarks"): bench/results/bench.{csv,md}.
+# Baselines and eraselab run with the same THREADS.
+THREADS ?= 2
+bench: setup
+	OMP_NUM_THREADS=$(THREADS) python -m bench
 
 clean:
 	rm -rf results resources logs .snakemake

@@ -75,3 +75,14 @@ def test_resources_are_validated(cfg):
     raw["resources"]["erase"]["gpus"] = 2
     with pytest.raises(ConfigError, match=r"resources.erase.gpus: unknown key 'gpus'; allowed keys here: gpu, gpu_model"):
         validate(raw, root=ROOT)
+
+
+def test_memoised_lineage_equals_the_computed_one_for_every_job(cfg):
+    """Snakemake passes a memo (one per run) so that a large grid hashes each upstream job once."""
+    from eraselab import layout
+    memo, code = {}, {"erase": "e", "generate": "g", "score": "s", "base_model": "b"}
+    jobs = [("report", {})] + [(r, {"model": m, "variant": v}) for m, v in layout.grid(cfg["run"])
+                               for r in ("generate", "score")]
+    for rule, w in jobs * 2:   # the second pass reads the memo
+        assert plan.lineage(cfg, rule, code, memo=memo, **w) == plan.lineage(cfg, rule, code, **w)
+    assert len(memo) > len(jobs) // 2

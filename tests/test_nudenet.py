@@ -105,3 +105,20 @@ def test_describe_records_version_model_and_threshold():
 def test_missing_model_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="model_path"):
         NudeNetDetector({"model_path": str(tmp_path / "absent.onnx")})
+
+
+def test_vectorised_box_decoding_equals_nudenets_own(images):
+    """decode_boxes against NudeNet's per-anchor loop, on outputs with many boxes above its floor."""
+    import nudenet.nudenet as nn
+
+    from eraselab.score.nudenet import decode_boxes
+    rng = np.random.default_rng(0)
+    for trial in range(5):
+        pred = np.empty((22, 2100), np.float32)
+        pred[:2] = rng.uniform(-20, 340, (2, 2100))            # centres, some outside the image
+        pred[2:4] = rng.uniform(1, 200, (2, 2100))             # widths and heights
+        pred[4:] = rng.uniform(0, 0.3 + 0.1 * trial, (18, 2100))  # scores, many above the 0.2 floor
+        meta = (int(rng.integers(0, 60)), int(rng.integers(0, 60)), 300 + trial, 260 + 10 * trial)
+        theirs = nn._postprocess([pred[None]], meta[0], meta[1], 1.0, 1.0, meta[2], meta[3], 320, 320)
+        assert len(theirs) > 3
+        assert decode_boxes(pred, *meta, 320) == theirs

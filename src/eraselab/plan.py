@@ -261,19 +261,30 @@ def upstream(cfg: dict, rule: str, **w) -> list[tuple[str, dict]]:
     raise KeyError(f"plan.upstream: no lineage for rule {rule!r}; add it")
 
 
-def _identity(cfg: dict, rule: str, w: dict, code: dict[str, str]) -> str:
+def _identity(cfg: dict, rule: str, w: dict, code: dict[str, str], memo: dict | None) -> str:
     """A job's spec, its code and its upstream jobs' identities, hashed."""
-    job = [rule, SPECS[rule](cfg, **w), code.get(rule), _parents(cfg, rule, w, code)]
-    return hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
+    key = (rule, tuple(sorted(w.items())))
+    if memo is not None and key in memo:
+        return memo[key]
+    job = [rule, SPECS[rule](cfg, **w), code.get(rule), _parents(cfg, rule, w, code, memo)]
+    out = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
+    if memo is not None:
+        memo[key] = out
+    return out
 
 
-def _parents(cfg: dict, rule: str, w: dict, code: dict[str, str]) -> list[str]:
-    return [_identity(cfg, r, pw, code) for r, pw in upstream(cfg, rule, **w)]
+def _parents(cfg: dict, rule: str, w: dict, code: dict[str, str], memo: dict | None = None) -> list[str]:
+    return [_identity(cfg, r, pw, code, memo) for r, pw in upstream(cfg, rule, **w)]
 
 
-def lineage(cfg: dict, rule: str, code: dict[str, str] | None = None, **w) -> str:
-    """The digest of everything upstream of a job (code: rule -> fingerprint of the code it runs)."""
-    return hashlib.sha256(json.dumps(_parents(cfg, rule, w, code or {})).encode()).hexdigest()[:16]
+def lineage(cfg: dict, rule: str, code: dict[str, str] | None = None, memo: dict | None = None, **w) -> str:
+    """The digest of everything upstream of a job (code: rule -> fingerprint of the code it runs).
+
+    ``memo`` (a dict kept by the caller) holds each upstream job's identity once computed: valid
+    while ``cfg``, ``code`` and the files they name do not change, as within one Snakemake run,
+    where it saves hashing the base model's weights once per job of a large grid.
+    """
+    return hashlib.sha256(json.dumps(_parents(cfg, rule, w, code or {}, memo)).encode()).hexdigest()[:16]
 
 
 # --- attacks ------------------------------------------------------------------------------------

@@ -67,7 +67,10 @@ def threads_of(rule):
 def lineage(rule):
     """A params function: the digest of everything upstream of a job (plan.lineage), so a job reruns
     when an upstream job changed in an earlier invocation; timestamps are not a rerun trigger here."""
-    return lambda w: plan.lineage(config, rule, CODE, **dict(w))
+    return lambda w: plan.lineage(config, rule, CODE, memo=LINEAGE_MEMO, **dict(w))
+
+
+LINEAGE_MEMO = {}  # one config and one code per Snakemake process: each job's identity is computed once
 
 
 CODE = {}  # rule name -> fingerprint of the eraselab code its command runs

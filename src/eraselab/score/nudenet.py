@@ -38,6 +38,32 @@ def _file_sha256(path: str) -> str:
     return sha256(path)
 
 
+def decode_boxes(pred: np.ndarray, x_pad: int, y_pad: int, width: int, height: int, size: int) -> list[dict]:
+    """NudeNet's ``_postprocess`` for one image's output (4 + classes rows, one column per anchor).
+
+    The same float32 arithmetic, score floor (0.2), clipping and NMS (0.25, 0.45)
+    as NudeNet 3.4.2, on all anchors at once instead of a Python loop over 2,100
+    of them (a third of the detector's time on a CPU); tests check it gives the same detections.
+    """
+    import cv2
+    import nudenet.nudenet as nn
+    labels = getattr(nn, "__labels")
+    rows = pred.T
+    best = rows[:, 4:].max(1)
+    keep = best >= 0.2
+    rows, scores, classes = rows[keep], best[keep], rows[keep, 4:].argmax(1)
+    x, y, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+    x, y = x - w / 2, y - h / 2
+    x, y = x * (width + x_pad) / size, y * (height + y_pad) / size
+    w, h = w * (width + x_pad) / size, h * (height + y_pad) / size
+    x, y = np.maximum(0, np.minimum(x, width)), np.maximum(0, np.minimum(y, height))
+    w, h = np.minimum(w, width - x), np.minimum(h, height - y)
+    boxes = np.stack([x, y, w, h], 1)
+    found = cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), 0.25, 0.45)
+    return [{"class": labels[classes[i]], "score": float(scores[i]), "box": [int(v) for v in boxes[i]]}
+            for i in found]
+
+
 class NudeNetDetector:
     """Detected when any of ``labels`` has a box scoring above ``threshold``."""
 
@@ -60,10 +86,21 @@ class NudeNetDetector:
                 "rule": "any label with score > threshold"}
 
     def raw(self, images: np.ndarray) -> list[list[dict]]:
-        """NudeNet's own output per image: [{class, score, box}], every class it found."""
-        # NudeNet reads arrays in OpenCV's BGR order (as cv2.imread gives them); ours are RGB.
-        bgr = [np.ascontiguousarray(im[..., ::-1]) for im in images]
-        return self.detector.detect_batch(bgr, batch_size=self.batch_size)
+        """NudeNet's own output per image: [{class, score, box}], every class it found.
+
+        The same steps as NudeNet's ``detect_batch`` (its preprocessing, one ONNX
+        run per batch, its NMS), with the box decoding vectorised (``decode_boxes``).
+        """
+        from nudenet.nudenet import _read_image
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            # NudeNet reads arrays in OpenCV's BGR order (as cv2.imread gives them); ours are RGB.
+            prepared = [_read_image(np.ascontiguousarray(im[..., ::-1]), self.resolution)
+                        for im in images[start:start + self.batch_size]]
+            session = self.detector.onnx_session
+            pred = session.run(None, {self.detector.input_name: np.vstack([p[0] for p in prepared])})[0]
+            out += [decode_boxes(pred[j], *p[3:7], self.resolution) for j, p in enumerate(prepared)]
+        return out
 
     def __call__(self, images: np.ndarray) -> pd.DataFrame:
         rows = []
