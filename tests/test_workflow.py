@@ -1,5 +1,4 @@
 """The DAG on ConceptWorld: planning, a small real run, incremental reruns, the HTML report."""
-import re
 import shutil
 import subprocess
 import sys
@@ -7,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hpc import planned
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "tests" / "configs" / "small.yaml"
@@ -28,15 +28,6 @@ def snakemake(wd: Path, *args: str, check: bool = True) -> subprocess.CompletedP
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
-
-
-def planned(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    """The job counts per rule from a dry run's 'Job stats' table."""
-    text = proc.stdout + proc.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:")[1].split("total")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
 def test_default_dag_plans_every_stage(tmp_path):

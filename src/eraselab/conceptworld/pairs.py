@@ -54,12 +54,5 @@ def pair_set(world: World, concept: str, n: int, seed: int) -> pd.DataFrame:
 
 
 def write_pair_sets(out_dir: str | Path, n: int = 40, seed: int = 0, world: World | None = None) -> list[Path]:
-    from ..artifacts import atomic_path
-    world = world or World()
-    paths = []
-    for concept in world.concepts():
-        path = Path(out_dir) / f"{concept}.csv"
-        with atomic_path(path) as tmp:
-            pair_set(world, concept, n, seed).to_csv(tmp, index=False)
-        paths.append(path)
-    return paths
+    from .prompts import write_per_concept
+    return write_per_concept(out_dir, pair_set, n, seed, world)

@@ -40,16 +40,21 @@ def prompt_set(world: World, concept: str, n: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_prompt_sets(out_dir: str | Path, n: int = 40, seed: int = 0, world: World | None = None) -> list[Path]:
+def write_per_concept(out_dir: str | Path, make_set, n: int, seed: int, world: World | None = None) -> list[Path]:
+    """One CSV per concept of the world, ``make_set(world, concept, n, seed)``, each written atomically."""
     from ..artifacts import atomic_path
     world = world or World()
     paths = []
     for concept in world.concepts():
         path = Path(out_dir) / f"{concept}.csv"
         with atomic_path(path) as tmp:
-            prompt_set(world, concept, n, seed).to_csv(tmp, index=False)
+            make_set(world, concept, n, seed).to_csv(tmp, index=False)
         paths.append(path)
     return paths
+
+
+def write_prompt_sets(out_dir: str | Path, n: int = 40, seed: int = 0, world: World | None = None) -> list[Path]:
+    return write_per_concept(out_dir, prompt_set, n, seed, world)
 
 
 def neutral_prompt_set(world: World, n: int, seed: int) -> pd.DataFrame:
