@@ -86,3 +86,13 @@ def test_memoised_lineage_equals_the_computed_one_for_every_job(cfg):
     for rule, w in jobs * 2:   # the second pass reads the memo
         assert plan.lineage(cfg, rule, code, memo=memo, **w) == plan.lineage(cfg, rule, code, **w)
     assert len(memo) > len(jobs) // 2
+
+
+def test_preserve_prompts_rerun_only_the_erasers_that_read_them(cfg):
+    cfg["methods"]["uce"] = {"algorithm": "uce"}
+    new = copy.deepcopy(cfg)
+    new["concepts"]["triangle"]["preserve"] = ["a circle", "a hexagon"]
+    spec = lambda c, method: plan.erase_spec(c, "conceptworld", "triangle", "none", method)
+    assert spec(cfg, "esd-x") == spec(new, "esd-x")          # ESD never reads them
+    assert spec(cfg, "uce") != spec(new, "uce")
+    assert spec(new, "uce")["concept"]["preserve"] == ["a circle", "a hexagon"]

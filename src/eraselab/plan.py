@@ -69,10 +69,16 @@ def erase_inputs(cfg: dict, model: str, target: str, method: str, prune: str = l
     return inputs
 
 
+# Erasers that read a concept's preserve prompts; the others' jobs must not rerun when those change.
+PRESERVING_ALGORITHMS = {"uce", "rece"}
+
+
 def erase_spec(cfg: dict, model: str, target: str, prune: str, method: str) -> dict:
+    concept = {k: v for k, v in concept_spec(cfg, target).items() if k not in ("detector", "validation")}
+    if cfg["methods"][method]["algorithm"] not in PRESERVING_ALGORITHMS:
+        concept["preserve"] = []
     spec = {"method_name": method, "method": cfg["methods"][method], "prune": prune,
-            "concept": {k: v for k, v in concept_spec(cfg, target).items() if k not in ("detector", "validation")},
-            "seed": cfg["seed"], "model": model}
+            "concept": concept, "seed": cfg["seed"], "model": model}
     if (v := validation_spec(cfg, target, method)) is not None:
         spec["validation"] = v
     if prune != layout.NONE:
