@@ -91,8 +91,11 @@ def test_esd_erases_a_concept_on_conceptworld(conceptworld_pipe, conceptworld_di
         return detector(images)["detected"].mean()
 
     before = rate()
-    params = {**FAST, "iterations": 150, "lr": 1e-4, "ddim_steps": 20, "batch_size": 4, "cache_trajectories": 8}
-    _, record = esd(conceptworld_pipe, CONCEPT, params, seed=0)
+    # config/config.yaml's ESD-x settings for ConceptWorld
+    params = {**FAST, "iterations": 600, "lr": 1e-3, "negative_guidance": 3.0, "ddim_steps": 25, "batch_size": 4,
+              "cache_trajectories": 16}
+    concept = Concept(name="triangle", type="object", erase=("a triangle",))
+    _, record = esd(conceptworld_pipe, concept, params, seed=0)
     after = rate()
     losses = np.array(record["losses"])
     assert losses[-30:].mean() < losses[:30].mean()
