@@ -89,8 +89,8 @@ def summarise(df: pd.DataFrame, min_reduction: float = 0.5, max_drop_points: flo
                      "others_max_drop_points": drop,
                      **({"others_pixel_distance": float(others.pixel_distance.mean())}
                         if "pixel_distance" in others else {}),
-                     "erased": bool(reduction >= min_reduction),
-                     "preserved": bool(drop <= max_drop_points)})
+                     "erased": bool(reduction >= min_reduction - 1e-9),
+                     "preserved": bool(drop <= max_drop_points + 1e-9)})
     return pd.DataFrame(rows)
 
 
