@@ -55,38 +55,39 @@ def save_image_set(path: str | Path, images: np.ndarray, index: pd.DataFrame, me
                               "shape": list(images.shape[1:])})
 
 
+def _checked_meta(path: Path, verify: bool) -> dict:
+    """The archive's metadata, after checking the archive against its checksum."""
+    meta = read_json(sidecar(path, "json"))
+    if verify and sha256(path) != meta.get("sha256"):
+        raise ArtifactError(f"{path}: checksum mismatch: the image archive is truncated or corrupted; "
+                            f"rerun its generate job")
+    return meta
+
+
+def _decode(tar: tarfile.TarFile, files) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(io.BytesIO(tar.extractfile(f).read())).convert("RGB")) for f in files])
+
+
 def load_image_set(path: str | Path, verify: bool = True) -> tuple[np.ndarray, pd.DataFrame, dict]:
     """uint8 N x H x W x 3 images, the index, and the metadata; raise ArtifactError on damage."""
     path = Path(path)
-    meta = read_json(sidecar(path, "json"))
-    if verify and sha256(path) != meta.get("sha256"):
-        raise ArtifactError(f"{path}: checksum mismatch: the image archive is truncated or corrupted; "
-                            f"rerun its generate job")
-    try:
-        with tarfile.open(path) as tar:
-            index = pd.read_csv(tar.extractfile("index.csv"), keep_default_na=False)
-            images = [np.asarray(Image.open(io.BytesIO(tar.extractfile(f).read())).convert("RGB"))
-                      for f in index["file"]]
-    except (tarfile.TarError, KeyError, OSError) as e:
-        raise ArtifactError(f"{path}: unreadable image archive ({e}); rerun its generate job") from None
-    return np.stack(images), index, meta
+    meta = _checked_meta(path, verify)
+    (images, index), = iter_image_batches(path, batch_size=None, verify=False)
+    return images, index, meta
 
 
-def iter_image_batches(path: str | Path, batch_size: int, verify: bool = True):
-    """(uint8 images, index rows) in batches, without holding the whole set in memory (10k images
-    at 512 px are 8 GB); the checksum is verified first, like load_image_set."""
+def iter_image_batches(path: str | Path, batch_size: int | None, verify: bool = True):
+    """(uint8 images, index rows) in batches (None: one batch), without holding the whole set in
+    memory (10k images at 512 px are 8 GB); the checksum is verified first, like load_image_set."""
     path = Path(path)
-    meta = read_json(sidecar(path, "json"))
-    if verify and sha256(path) != meta.get("sha256"):
-        raise ArtifactError(f"{path}: checksum mismatch: the image archive is truncated or corrupted; "
-                            f"rerun its generate job")
+    _checked_meta(path, verify)
     try:
         with tarfile.open(path) as tar:
             index = pd.read_csv(tar.extractfile("index.csv"), keep_default_na=False)
-            for start in range(0, len(index), batch_size):
-                rows = index.iloc[start:start + batch_size]
-                yield (np.stack([np.asarray(Image.open(io.BytesIO(tar.extractfile(f).read())).convert("RGB"))
-                                 for f in rows["file"]]), rows)
+            step = batch_size or max(1, len(index))
+            for start in range(0, len(index), step):
+                rows = index.iloc[start:start + step]
+                yield _decode(tar, rows["file"]), rows
     except (tarfile.TarError, KeyError, OSError) as e:
         raise ArtifactError(f"{path}: unreadable image archive ({e}); rerun its generate job") from None
 
