@@ -81,7 +81,7 @@ def test_edited_stage_code_offers_that_stage_for_rerun(pulled):
     # the erase stage can run a detector too (RECE keeps the epoch its validation set scores lowest),
     # so its jobs are offered as well: code is fingerprinted per stage, not per method
     deltas = {f"{d}/delta.{ext}" for d in (ESD, ESD_SHORT) for ext in ("safetensors", "json")}
-    assert changed == scores | deltas
+    assert scores | deltas <= changed and all(p.startswith("results/report/") for p in changed - scores - deltas)
     assert planned(snakemake(pulled, "-n", *TWO_METHODS)) == {"erase": 2, "generate": 2, "score": 3, "report": 1,
                                                               "all": 1}
 
