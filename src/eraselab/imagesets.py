@@ -80,7 +80,8 @@ def iter_image_batches(path: str | Path, batch_size: int | None, verify: bool = 
     """(uint8 images, index rows) in batches (None: one batch), without holding the whole set in
     memory (10k images at 512 px are 8 GB); the checksum is verified first, like load_image_set."""
     path = Path(path)
-    _checked_meta(path, verify)
+    if verify:   # load_image_set has checked already and passes verify=False
+        _checked_meta(path, verify)
     try:
         with tarfile.open(path) as tar:
             index = pd.read_csv(tar.extractfile("index.csv"), keep_default_na=False)

@@ -326,7 +326,7 @@ def run(entries: list[dict], out_dir: str | Path, spec: dict) -> None:
         for model in dict.fromkeys(e["model"] for e in entries):
             with atomic_path(out_dir / f"grid_{model}.png") as tmp:
                 image_grid([e for e in entries if e["model"] == model], spec["grid_images"]).save(tmp, format="PNG")
-        save_figure(tradeoff_figure(summary), out_dir / "tradeoff.png")  # lost in the merge of the attacks branch
+        save_figure(tradeoff_figure(summary), out_dir / "tradeoff.png")
         attacks = write_attack_report(spec["attacks"], df, out_dir) if spec.get("attacks") else None
         write_json(out_dir / "metrics.json", {
             "erased": metrics(summary), "summary": summary.to_dict(orient="records"),
