@@ -59,6 +59,18 @@ def test_source_files_enter_the_specs_by_content(cfg, tmp_path):
     assert "weights_sha256" in plan.base_model_spec(cfg, "conceptworld")
 
 
+def test_weights_fingerprint_ignores_the_records_beside_them(cfg, tmp_path):
+    weights = tmp_path / "weights"
+    shutil.copytree(ROOT / "data" / "conceptworld", weights)
+    cfg["models"]["conceptworld"]["path"] = str(weights)
+    spec = plan.base_model_spec(cfg, "conceptworld")
+    (weights / "quality.json").write_text("{}")              # a new measurement of the same weights
+    (weights / "eraselab_checksums.json").write_text("{}")
+    assert plan.base_model_spec(cfg, "conceptworld") == spec
+    (weights / "world.json").write_text((weights / "world.json").read_text() + " ")
+    assert plan.base_model_spec(cfg, "conceptworld") != spec
+
+
 def test_resources_per_rule_with_retries_asking_for_more(cfg):
     assert plan.resources(cfg, "erase") == {"threads": 1, "mem_mb": 3000, "runtime": 30, "gpu": 1}
     assert plan.resources(cfg, "erase", attempt=2) == {"threads": 1, "mem_mb": 6000, "runtime": 60, "gpu": 1}

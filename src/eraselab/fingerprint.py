@@ -23,6 +23,7 @@ import inspect
 import json
 import os
 import textwrap
+from collections.abc import Collection
 from functools import lru_cache
 from pathlib import Path
 
@@ -36,12 +37,15 @@ TOOLING = {PACKAGE, f"{PACKAGE}.cli", f"{PACKAGE}.fingerprint"}
 
 # --- source data -----------------------------------------------------------
 
-def digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, or of a directory's files (their relative names and bytes, sorted)."""
+def digest(path: str | os.PathLike, ignore: Collection[str] = ()) -> str:
+    """SHA-256 of a file's bytes, or of a directory's files (their relative names and bytes, sorted).
+
+    ``ignore``: relative names of files in the directory left out (records that describe it).
+    """
     path = Path(path)
     if path.is_file():
         return _file_digest(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file())
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.relative_to(path).as_posix() not in ignore)
     if not files:
         raise FileNotFoundError(f"{path}: no such file, or an empty directory")
     h = hashlib.sha256()

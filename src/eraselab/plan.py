@@ -27,11 +27,16 @@ def conceptworld_weights(cfg: dict, model: str) -> list[str]:
     return [layout.CONCEPTWORLD_TRAINED.format(model=model) if m["retrain"] else m["path"]]
 
 
+# Files of a ConceptWorld weights directory that describe the weights rather than make them:
+# rewriting them (a new quality measurement, a new manifest) must not rerun every stage.
+WEIGHTS_RECORDS = ("quality.json", "examples.png", "eraselab_checksums.json")
+
+
 def base_model_spec(cfg: dict, model: str) -> dict:
     m = cfg["models"][model]
     spec = {k: m[k] for k in ("source", "repo_id", "revision", "architecture", "image_size") if k in m}
     if m["source"] == "conceptworld" and not m["retrain"]:
-        spec["weights_sha256"] = digest(m["path"])  # the shipped weights' content, not their file times
+        spec["weights_sha256"] = digest(m["path"], ignore=WEIGHTS_RECORDS)  # content, not file times
     if m["source"] == "random":  # random weights depend on the seed
         spec["seed"] = cfg["seed"]
     return spec
