@@ -132,3 +132,10 @@ def test_sd14_shaped_random_preset_runs_end_to_end_on_a_cpu(tmp_path):
     snakemake(wd, "--cores", "1", *presets, "--report", str(wd / "report.html"))
     html = (wd / "report.html").read_text(errors="ignore")
     assert "tradeoff.png" in html and "summary.csv" in html
+
+
+@pytest.mark.parametrize("preset,erasures", [("methods", 21), ("tuning", 30), ("pruning", 8)])
+def test_conceptworld_presets_plan_their_grid(tmp_path, preset, erasures):
+    """The README's ConceptWorld experiments plan as documented: targets x prunings x methods erasures."""
+    jobs = planned(snakemake(workdir(tmp_path), "-n", "--configfile", f"config/{preset}.yaml"))
+    assert jobs["erase"] == erasures and jobs["report"] == 1
