@@ -13,6 +13,8 @@
 # Needs root (to install packages, start munged and run slurmd). Exit status 3 means SLURM cannot
 # be brought up here (not root, packages unavailable, daemons fail); the message says why.
 set -euo pipefail
+# The daemons and runuser live in sbin, which a minimal PATH (CI, env -i) leaves out.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 D=$(realpath -m "${1:-/tmp/eraselab-slurm}")
 fail() { echo "start_slurm: $*" >&2; exit 3; }
