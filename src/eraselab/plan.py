@@ -10,6 +10,7 @@ import hashlib
 import json
 
 from . import layout
+from .artifacts import MANIFEST
 from .fingerprint import digest
 
 
@@ -29,7 +30,7 @@ def conceptworld_weights(cfg: dict, model: str) -> list[str]:
 
 # Files of a ConceptWorld weights directory that describe the weights rather than make them:
 # rewriting them (a new quality measurement, a new manifest) must not rerun every stage.
-WEIGHTS_RECORDS = ("quality.json", "examples.png", "eraselab_checksums.json")
+WEIGHTS_RECORDS = ("quality.json", "examples.png", MANIFEST)
 
 
 def base_model_spec(cfg: dict, model: str) -> dict:
