@@ -29,13 +29,13 @@ prompts: setup
 	rm -rf data/prompts/conceptworld
 	python -c "from eraselab.conceptworld.prompts import write_shipped_prompts; write_shipped_prompts()"
 
-# Share artifacts through DVC (README, "HPC and sharing"), once per clone:
+# Share artifacts through DVC (docs/hpc.md), once per clone:
 #   make share REMOTE=/shared/lab/eraselab/dvc-remote CACHE=/shared/lab/eraselab/dvc-cache   (HPC)
 #   make share REMOTE=s3://bucket/eraselab                                                    (S3)
 share: setup
 	scripts/share.sh "$(REMOTE)" $(if $(CACHE),"$(CACHE)")
 
-# Time every stage against plain baselines (README, "Benchmarks"): bench/results/bench.{csv,md}.
+# Time every stage against plain baselines (bench/README.md): bench/results/bench.{csv,md}.
 # Baselines and eraselab run with the same THREADS.
 THREADS ?= 2
 bench: setup

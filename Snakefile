@@ -13,6 +13,7 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/base_model.smk"
+include: "workflow/rules/attribute.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/erase.smk"
 include: "workflow/rules/generate.smk"
@@ -22,7 +23,7 @@ include: "workflow/rules/attack.smk"
 include: "workflow/rules/report.smk"
 
 
-# After every include: stamp each rule's command with the fingerprint of the code it runs.
+# After every include: check each rule's eraselab command (common.smk).
 finish_rules(workflow)
 
 

@@ -24,7 +24,8 @@ def plain_esd(pipe, prompt: str, p: dict, seed: int, progress=None) -> list[floa
     """
     from diffusers import DDIMScheduler
 
-    from eraselab.erase.common import encode_prompts, select_parameters
+    from eraselab.erase.common import select_parameters
+    from eraselab.models import encode_prompts
     unet = pipe.unet
     frozen = copy.deepcopy(unet).requires_grad_(False).eval()
     cond, uncond = encode_prompts(pipe, [prompt]), encode_prompts(pipe, [""])

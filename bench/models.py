@@ -17,7 +17,7 @@ SHIPPED = ROOT / "data" / "conceptworld"
 
 
 def conceptworld_dir() -> Path:
-    from eraselab.models import assemble_conceptworld
+    from eraselab.conceptworld.assemble import assemble_conceptworld
     from eraselab.fingerprint import digest
     out = CACHE / f"conceptworld-{digest(SHIPPED / 'pipeline')[:12]}"   # re-assembled when the weights change
     if not out.is_dir():
@@ -26,7 +26,7 @@ def conceptworld_dir() -> Path:
 
 
 def sd14_dir(image_size: int) -> Path:
-    from eraselab.models import build_random
+    from eraselab.conceptworld.architecture import build_random
     out = CACHE / f"sd14-random-{image_size}"
     if not out.is_dir():
         build_random("sd14", out, seed=0, image_size=image_size)

@@ -113,7 +113,7 @@ def esd_settings(model: str, ctx: Context) -> tuple[dict, str]:
 
 
 def bench_esd(ctx: Context) -> tuple[list[Row], dict]:
-    from eraselab.erase import Concept
+    from eraselab.erase.common import Concept
     from eraselab.erase.common import select_parameters
     from eraselab.erase.esd import esd
 
@@ -359,7 +359,8 @@ def method_params_attack(cfg: dict, **overrides) -> dict:
 # --- RECE / UCE -----------------------------------------------------------------------------------
 
 def bench_rece(ctx: Context) -> tuple[list[Row], dict]:
-    from eraselab.erase import ALGORITHMS, Concept
+    from eraselab.erase import method
+    from eraselab.erase.common import Concept
     from eraselab.erase.common import cross_attention_kv
 
     from .baselines import plain_uce
@@ -386,8 +387,8 @@ def bench_rece(ctx: Context) -> tuple[list[Row], dict]:
             return go
         measured = compare({
             "UCE per layer (baseline)": run(lambda: plain_uce(pipe, concept, params["uce"])),
-            "eraselab UCE": run(lambda: ALGORITHMS["uce"](pipe, concept, params["uce"], seed=0)),
-            "eraselab RECE (UCE + 3 epochs)": run(lambda: ALGORITHMS["rece"](pipe, concept, params["rece"], seed=0))},
+            "eraselab UCE": run(lambda: method("uce")(pipe, concept, params["uce"], seed=0)),
+            "eraselab RECE (UCE + 3 epochs)": run(lambda: method("rece")(pipe, concept, params["rece"], seed=0))},
             ctx.repeats)
         base, ours = measured["UCE per layer (baseline)"]["results"][0], measured["eraselab UCE"]["results"][0][0]
         err = max(float((base[k] - ours[k]).abs().max() / ours[k].abs().max()) for k in ours)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up this clone to share artifacts with the team through DVC (README, "HPC and sharing"):
+# Set up this clone to share artifacts with the team through DVC (docs/hpc.md):
 #
 #   scripts/share.sh REMOTE [SHARED_CACHE]        (or: make share REMOTE=... [CACHE=...])
 #

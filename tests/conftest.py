@@ -13,7 +13,7 @@ def tiny_pipe_dir(tmp_path_factory):
     """A randomly initialised pipeline with SD's classes and tiny shapes, saved as a diffusers directory."""
     from eraselab.conceptworld.architecture import (ArchConfig, build_scheduler, build_text_encoder,
                                                     build_unet, build_vae)
-    from eraselab.conceptworld.train import assemble_pipeline
+    from eraselab.conceptworld.architecture import assemble_pipeline
     from eraselab.tokenizer import build_clip_tokenizer
     torch.manual_seed(0)
     a = ArchConfig(image_size=16, vae_channels=(8, 8), unet_channels=(16, 16), norm_groups=4, text_width=16,
@@ -33,7 +33,7 @@ def tiny_pipe(tiny_pipe_dir):
 @pytest.fixture(scope="session")
 def conceptworld_dir(tmp_path_factory):
     """The shipped ConceptWorld model, assembled as the base_model stage does (tokenizer built offline)."""
-    from eraselab.models import assemble_conceptworld
+    from eraselab.conceptworld.assemble import assemble_conceptworld
     out = tmp_path_factory.mktemp("cw") / "conceptworld"
     assemble_conceptworld(SHIPPED, out)
     return out

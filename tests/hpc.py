@@ -82,3 +82,21 @@ def planned_outputs(proc: subprocess.CompletedProcess, rule: str) -> set[str]:
     text = proc.stdout + proc.stderr
     blocks = re.findall(rf"^(?:local)?rule {rule}:\n(.*?)(?=^\S)", text, re.M | re.S)
     return {f.strip() for b in blocks for line in re.findall(r"^\s+output: (.*)$", b, re.M) for f in line.split(",")}
+
+
+def completed(project: Path, *configs: str) -> None:
+    """Make a config's whole DAG look run, in seconds: every output exists (empty) and Snakemake holds
+    the record of each job as run now (`--touch`), with its params and code fingerprints. What a later
+    dry run offers is then exactly what Snakemake's rerun triggers see as changed since."""
+    dry = snakemake(project, "-n", "--forceall", "--cores", "1", *configs)
+    outputs = {f.strip() for line in re.findall(r"^\s+output: (.*)$", dry.stdout + dry.stderr, re.M)
+               for f in line.split(",")}
+    for name in outputs:
+        path = project / name
+        if name.startswith("resources/models/") or name.endswith("/conceptworld"):   # directory outputs
+            path.mkdir(parents=True, exist_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    snakemake(project, "--touch", "--forceall", "--cores", "1", *configs)
+    assert planned(snakemake(project, "-n", *configs)) == {}

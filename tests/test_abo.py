@@ -2,9 +2,9 @@
 unconditional prediction stays where the frozen model had it, and only the chosen parameters train."""
 import torch
 
-from eraselab.erase import Concept, select_parameters
+from eraselab.erase.common import Concept, select_parameters
 from eraselab.erase.abo import all_but_one
-from eraselab.erase.common import encode_prompts
+from eraselab.models import encode_prompts
 from eraselab.erase.finetune import frozen_copy, predict
 
 PARAMS = dict(algorithm="all-but-one", train="xattn", drift_weight=1.0, iterations=24, lr=1e-3,

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from eraselab.attacks.common import (AdversarialSet, conditioning, decode, embed_ids, encode, generator, layout_ids,
-                                     project_simplex, prompt_ids, sample_one_hot, token_ids, vocabulary)
+from eraselab.adversarial import AdversarialSet, conditioning, embed_ids, encode
+from eraselab.attacks.common import (decode, generator, layout_ids, project_simplex, prompt_ids, sample_one_hot, token_ids,
+                                     vocabulary)
 from eraselab.attacks.unlearndiff import timestep_schedule
 
 

@@ -45,7 +45,7 @@ def test_a_method_that_may_change_the_text_encoder_gets_its_own_run():
 
 def test_a_shared_attack_refuses_a_variant_with_another_text_encoder(tmp_path):
     from eraselab.artifacts import ArtifactError
-    from eraselab.attacks.stage import check_shared
+    from eraselab.generate import check_shared
     from eraselab.delta import save_delta
     save_delta(tmp_path / "unet.safetensors", {"unet.conv_in.weight": torch.zeros(2)}, {})
     check_shared(tmp_path / "unet.safetensors", "rab.safetensors")

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from eraselab.attribution import Recorder, hook_points, neuron_table, record, spearman, summarise
+from eraselab.attribute.hooks import Recorder, hook_points, record
+from eraselab.attribute.stage import neuron_table, spearman, summarise
 
 P = {"steps": 4, "record_steps": 2, "batch_size": 2}
 
@@ -47,7 +48,7 @@ def test_recorder_matches_manual_forward_of_a_block(tiny_pipe):
 
 
 def test_record_only_conditional_pass_at_chosen_steps(tiny_pipe):
-    from eraselab.erase.common import encode_prompts
+    from eraselab.models import encode_prompts
     points = hook_points(tiny_pipe.unet, ["ffn"])
     cond = encode_prompts(tiny_pipe, ["a", "b", "c"])
     with Recorder(points) as rec:
@@ -78,8 +79,8 @@ def test_erased_variant_analysis_writes_table_figure_and_summary(tiny_pipe_dir, 
     """rho and delta from base, erased and adversarial passes; the attack's rows and conditioning are used."""
     import json
 
-    from eraselab.attacks.common import AdversarialSet, prompt_ids
-    from eraselab.attacks.stage import save_adversarial
+    from eraselab.adversarial import AdversarialSet, save_adversarial
+    from eraselab.attacks.common import prompt_ids
     from eraselab.cli import main
     from eraselab.delta import save_delta
     from eraselab.models import load_pipeline
@@ -108,7 +109,7 @@ def test_erased_variant_analysis_writes_table_figure_and_summary(tiny_pipe_dir, 
 
 
 def test_summary_of_an_unchanged_model_has_no_correlation(tmp_path):
-    from eraselab.attribution import plot
+    from eraselab.attribute.stage import plot
     t = pd.DataFrame({"site": "ffn", "rho": np.zeros(10), "delta": np.linspace(-1, 1, 10)})
     s = summarise(t, top_k=0.2)
     assert s["sites"]["ffn"]["spearman_rho_delta"] is None

@@ -13,14 +13,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.baselines import plain_esd, plain_uce  # noqa: E402
 from bench.stages import method_params  # noqa: E402
-from eraselab.erase import ALGORITHMS, Concept  # noqa: E402
+from eraselab.erase import method
+from eraselab.erase.common import Concept  # noqa: E402
 
 
 def test_plain_esd_loop_matches_eraselab_ddim_sampling(tiny_pipe_dir):
     from eraselab.models import load_pipeline
     p = method_params("esd", iterations=3, lr=1e-3, ddim_steps=4, batch_size=2, sampling="ddim")
     concept = Concept(name="cat", type="object", erase=("a cat",))
-    ours = ALGORITHMS["esd"](load_pipeline(tiny_pipe_dir), concept, p, seed=5)[1]["losses"]
+    ours = method("esd")(load_pipeline(tiny_pipe_dir), concept, p, seed=5)[1]["losses"]
     plain = plain_esd(load_pipeline(tiny_pipe_dir), "a cat", p, seed=5)
     assert plain == pytest.approx(ours, rel=1e-4)
 
@@ -29,7 +30,7 @@ def test_plain_uce_per_layer_matches_eraselab_uce(tiny_pipe_dir):
     from eraselab.models import load_pipeline
     p = method_params("uce")
     concept = Concept(name="cat", type="object", erase=("a cat",), preserve=("a dog",))
-    ours, _ = ALGORITHMS["uce"](load_pipeline(tiny_pipe_dir), concept, p, seed=0)
+    ours, _ = method("uce")(load_pipeline(tiny_pipe_dir), concept, p, seed=0)
     with torch.no_grad():
         plain = plain_uce(load_pipeline(tiny_pipe_dir), concept, p)
     assert plain.keys() == ours.keys()

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from eraselab.erase import ALGORITHMS, Concept
+from eraselab.erase import method
+from eraselab.erase.common import Concept
 from eraselab.erase.closed_form import closed_form_edit, derive_embedding, edit_operator, gram, guided_edit
 from eraselab.erase.common import cross_attention_kv
 from eraselab.erase.rece import resolve
@@ -81,14 +82,14 @@ def test_uce_edits_only_cross_attention_kv_and_is_deterministic(tiny_pipe_dir):
     pipe = load_pipeline(tiny_pipe_dir)
     before = {n: p.clone() for n, p in pipe.unet.named_parameters()}
     text = {n: p.clone() for n, p in pipe.text_encoder.named_parameters()}
-    tensors, record = ALGORITHMS["uce"](pipe, TRIANGLE, UCE, seed=0)
+    tensors, record = method("uce")(pipe, TRIANGLE, UCE, seed=0)
     kv = set(cross_attention_kv(pipe.unet))
     assert {k.removeprefix("unet.") for k in tensors} == kv and all(n.endswith(("to_k.weight", "to_v.weight")) for n in kv)
     for n, p in pipe.unet.named_parameters():
         assert torch.equal(p, before[n]) != (n in kv), n
     assert all(torch.equal(p, text[n]) for n, p in pipe.text_encoder.named_parameters())
     assert record["preserve_prompts"] == [""] and record["preserve_scale_used"] == 1.0
-    again, _ = ALGORITHMS["uce"](load_pipeline(tiny_pipe_dir), TRIANGLE, UCE, seed=5)
+    again, _ = method("uce")(load_pipeline(tiny_pipe_dir), TRIANGLE, UCE, seed=5)
     assert all(torch.equal(tensors[k], again[k]) for k in tensors)
 
 
@@ -106,7 +107,7 @@ def test_uce_token_choices_and_multi_concept(tiny_pipe):
     enc = Encodings(tiny_pipe, ["triangle", "circle", "square", ""])
     keys, guide = erase_tokens(enc, ["triangle", "circle"], ["square", ""], "last_subject")
     old = kv_weights(tiny_pipe)
-    _, record = ALGORITHMS["uce"](tiny_pipe, two, {**UCE, "tokens": "last_subject"}, seed=0)
+    _, record = method("uce")(tiny_pipe, two, {**UCE, "tokens": "last_subject"}, seed=0)
     new = kv_weights(tiny_pipe)
     assert record["erase_tokens"] == 2
     for w0, w1 in zip(old, new):
@@ -143,11 +144,11 @@ def test_rece_keeps_the_best_validated_state(tiny_pipe_dir):
 
     pipe = load_pipeline(tiny_pipe_dir)
     implicit = Concept(name="night", type="implicit", erase=("night",))
-    tensors, record = ALGORITHMS["rece"](pipe, implicit, RECE, seed=0, validator=validator)
+    tensors, record = method("rece")(pipe, implicit, RECE, seed=0, validator=validator)
     assert record["selected"] == "epoch-0" and record["selected_rate"] == 0.2
     assert list(record["validation_rates"]) == ["uce", "epoch-0", "epoch-1", "epoch-2"]
     # the returned tensors are epoch 0's: one epoch of RECE without validation gives them too
-    one, rec1 = ALGORITHMS["rece"](load_pipeline(tiny_pipe_dir), implicit, {**RECE, "epochs": 1}, seed=0)
+    one, rec1 = method("rece")(load_pipeline(tiny_pipe_dir), implicit, {**RECE, "epochs": 1}, seed=0)
     assert rec1["selected"].startswith("epoch-0") and all(torch.equal(tensors[k], one[k]) for k in one)
     # and the pipeline is left in the returned state
     named = dict(pipe.unet.named_parameters())
@@ -158,7 +159,7 @@ def test_rece_delta_reproduces_the_erased_model(tiny_pipe_dir, tmp_path):
     from eraselab.delta import apply_delta, save_delta
     from eraselab.models import load_pipeline
     pipe = load_pipeline(tiny_pipe_dir)
-    tensors, record = ALGORITHMS["rece"](pipe, TRIANGLE, RECE, seed=0)
+    tensors, record = method("rece")(pipe, TRIANGLE, RECE, seed=0)
     save_delta(tmp_path / "d.safetensors", tensors, record)
     rebuilt = load_pipeline(tiny_pipe_dir)
     apply_delta(rebuilt, tmp_path / "d.safetensors")

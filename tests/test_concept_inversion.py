@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
-from eraselab.attacks.common import AttackInputs, conditioning, token_ids
+from eraselab.adversarial import conditioning
+from eraselab.attacks.common import AttackInputs, token_ids
 from eraselab.attacks.concept_inversion import concept_inversion, template_ids
 
 ROWS = pd.DataFrame({"case_number": [0, 1], "prompt": ["a red triangle", "a blue triangle on sand"],

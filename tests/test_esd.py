@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from eraselab.delta import apply_delta, save_delta
-from eraselab.erase import Concept, DivergenceError, select_parameters
+from eraselab.erase.common import Concept, select_parameters
+from eraselab.runtime import DivergenceError
 from eraselab.erase.esd import esd
 
 from conftest import ROOT
@@ -104,7 +105,7 @@ def test_esd_erases_a_concept_on_conceptworld(conceptworld_pipe, conceptworld_di
 
 def test_several_erase_prompts_are_all_trained(tiny_pipe):
     """concept.erase with several prompts: one is drawn per iteration, and each one moves toward its target."""
-    from eraselab.erase.common import encode_prompts
+    from eraselab.models import encode_prompts
     from eraselab.erase.finetune import frozen_copy, predict
     two = Concept(name="shapes", type="object", erase=("triangle", "a red circle"))
     frozen = frozen_copy(tiny_pipe.unet)

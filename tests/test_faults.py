@@ -5,7 +5,7 @@ value, what is allowed or what to do), must leave no output that Snakemake would
 complete, and the rerun must carry on from where the fault left it, to the same bytes.
 Stages run as the rules run them: `eraselab <stage>` in a subprocess, killed with real signals.
 Two workspaces sharing one DVC cache: tests/test_sharing.py
-(test_two_workspaces_sharing_one_cache_keep_it_intact). The README's "Reliability" section lists
+(test_two_workspaces_sharing_one_cache_keep_it_intact). docs/reliability.md lists
 what this module tries.
 """
 import json
@@ -344,8 +344,7 @@ def _image_set(d, base):
 
 
 def _adversarial_set(d, base):
-    from eraselab.attacks.common import AdversarialSet
-    from eraselab.attacks.stage import load_adversarial, save_adversarial
+    from eraselab.adversarial import AdversarialSet, load_adversarial, save_adversarial
     rows = pd.DataFrame({"case_number": [0], "prompt": ["a"], "evaluation_seed": [1], "evaluation_guidance": [5.0]})
     save_adversarial(d / "adv.safetensors", AdversarialSet(torch.arange(77)[None], ["a"]), rows, {})
     return d / "adv.safetensors", lambda: load_adversarial(d / "adv.safetensors")
@@ -365,7 +364,7 @@ def _classifier_weights(d, base):
 
 
 def _conceptworld_weights(d, base):
-    from eraselab.models import assemble_conceptworld
+    from eraselab.conceptworld.assemble import assemble_conceptworld
     shutil.copytree(SHIPPED, d / "weights")
     write_manifest(d / "weights")
     return (d / "weights" / "pipeline" / "text_encoder" / "model.safetensors",

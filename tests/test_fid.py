@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from eraselab.score.fid import (ConceptWorldFeatures, FeatureWeightsError, InceptionFeatures, fid,
+from eraselab.score.conceptworld import ConceptWorldFeatures
+from eraselab.score.fid import (FeatureWeightsError, InceptionFeatures, fid,
                                 fid_from_features, frechet_distance, gaussian)
 
 
@@ -129,3 +130,14 @@ def test_pytorch_fid_inception_from_a_local_checkpoint(tmp_path):
     assert torch.hub.get_dir() == hub
     f = feats(np.random.default_rng(0).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8))
     assert f.shape == (3, 2048) and np.isfinite(f).all()
+
+
+def test_frechet_distance_equals_pytorch_fids():
+    """The papers' FID numbers come from pytorch-fid's formula (scipy's sqrtm); ours agrees with it."""
+    from pytorch_fid.fid_score import calculate_frechet_distance
+    rng = np.random.default_rng(3)
+    for dims in (2, 16, 64):
+        a, b = rng.normal(size=(200, dims)), rng.normal(0.3, 1.5, size=(300, dims)) @ rng.normal(size=(dims, dims))
+        (mu1, s1), (mu2, s2) = gaussian(a), gaussian(b)
+        assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(calculate_frechet_distance(mu1, s1, mu2, s2),
+                                                                    rel=1e-6)

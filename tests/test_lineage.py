@@ -39,12 +39,13 @@ def test_a_generation_setting_reaches_scores_and_report_not_erasures(cfg):
     assert changed(cfg, lambda c: c["generation"].update(steps=26)) == {"score erased", "report"}
 
 
-def test_code_of_an_upstream_stage_is_part_of_the_lineage(cfg):
-    old, new = {"erase": "aaa"}, {"erase": "bbb"}
-    w = {"model": "conceptworld", "variant": ERASED}
-    assert plan.lineage(cfg, "generate", old, **w) != plan.lineage(cfg, "generate", new, **w)
-    assert plan.lineage(cfg, "generate", old, model="conceptworld", variant="base") == \
-        plan.lineage(cfg, "generate", new, model="conceptworld", variant="base")
+def test_code_of_an_upstream_job_is_part_of_the_lineage(cfg, monkeypatch):
+    def lineages(erase_code: str) -> tuple[str, str]:
+        monkeypatch.setattr(plan, "job_code", lambda cfg, rule, **w: erase_code if rule == "erase" else "same")
+        return (plan.lineage(cfg, "generate", model="conceptworld", variant=ERASED),
+                plan.lineage(cfg, "generate", model="conceptworld", variant="base"))
+    (erased_a, base_a), (erased_b, base_b) = lineages("aaa"), lineages("bbb")
+    assert erased_a != erased_b and base_a == base_b
 
 
 def test_source_files_enter_the_specs_by_content(cfg, tmp_path):

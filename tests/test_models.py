@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from eraselab.artifacts import ArtifactError
-from eraselab.models import download, load_pipeline
+from eraselab.hub import download
+from eraselab.models import load_pipeline
 
 from conftest import SHIPPED
 

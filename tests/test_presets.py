@@ -70,7 +70,8 @@ def test_scoring_settings_are_checked_before_any_job():
 
 
 def test_build_random_conceptworld_shapes(tmp_path):
-    from eraselab.models import build_random, load_pipeline
+    from eraselab.conceptworld.architecture import build_random
+    from eraselab.models import load_pipeline
     build_random("conceptworld", tmp_path / "cw", seed=3, image_size=16)
     pipe = load_pipeline(tmp_path / "cw")
     assert pipe.unet.config.sample_size == 4 and pipe.unet.config.cross_attention_dim == 64
@@ -136,6 +137,6 @@ def test_sd14_shaped_random_preset_runs_end_to_end_on_a_cpu(tmp_path):
 
 @pytest.mark.parametrize("preset,erasures", [("methods", 21), ("tuning", 30), ("pruning", 8)])
 def test_conceptworld_presets_plan_their_grid(tmp_path, preset, erasures):
-    """The README's ConceptWorld experiments plan as documented: targets x prunings x methods erasures."""
+    """The documented ConceptWorld experiments plan as documented: targets x prunings x methods erasures."""
     jobs = planned(snakemake(workdir(tmp_path), "-n", "--configfile", f"config/{preset}.yaml"))
     assert jobs["erase"] == erasures and jobs["report"] == 1

@@ -47,7 +47,8 @@ def neutral_sets(conceptworld_dir, tmp_path_factory):
 
 
 def test_quality_stage_records_metrics_models_and_seeds(neutral_sets, conceptworld_dir, tmp_path):
-    from eraselab.score.quality import run, summary
+    from eraselab.report import quality_summary as summary
+    from eraselab.score.quality import run
     clip_cfg = tmp_path / "tiny-clip-quality.json"
     clip_cfg.write_text(json.dumps(TINY_CLIP))
     spec = {"model": "conceptworld", "clip_score": {"enabled": True, "model": str(clip_cfg), "pretrained": None,

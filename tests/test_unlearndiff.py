@@ -58,7 +58,7 @@ def test_unlearndiff_regenerates_the_concept_on_a_weakly_erased_conceptworld_mod
                                                                                    conceptworld_dir):
     """ESD-x hides the triangle from most prompts; a small UnlearnDiff budget (4 timesteps x 8
     steps per prompt, against the paper's 50 x 40) brings it back for a good share of them."""
-    from eraselab.erase import Concept
+    from eraselab.erase.common import Concept
     from eraselab.erase.esd import esd
     from eraselab.generate import generate_images
     from eraselab.models import load_pipeline
@@ -88,7 +88,7 @@ def test_unlearndiff_regenerates_the_concept_on_a_weakly_erased_conceptworld_mod
     assert [r["pre_success"] for r in record["rows"]] == pre.tolist()
     assert len(found) >= 3, record["rows"]
     # and they really do: generating from the adversarial prompts as the attacked-generation stage will
-    from eraselab.attacks.common import conditioning
+    from eraselab.adversarial import conditioning
     post = detector(generate_images(pipe, None, rows.evaluation_seed.tolist(), rows.evaluation_guidance.tolist(),
                                     gen["steps"], gen["batch_size"], prompt_embeds=conditioning(pipe, adv)))
     assert (pre | post["detected"].to_numpy()).mean() >= pre.mean() + 0.25

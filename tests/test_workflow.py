@@ -72,3 +72,16 @@ def test_small_run_then_incremental_reruns(tmp_path):
     snakemake(wd, "--cores", "1", "--configfile", str(SMALL), "--report", str(wd / "report.html"))
     html = (wd / "report.html").read_text(errors="ignore")
     assert "summary.csv" in html and "grid_conceptworld.png" in html
+
+
+def test_jobs_find_eraselab_without_an_activated_environment(tmp_path):
+    """`.venv/bin/snakemake` with the environment not activated: jobs run the eraselab installed
+    beside Snakemake's Python, not whatever (nothing) PATH holds."""
+    import os
+    wd = workdir(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("PATH", "VIRTUAL_ENV")}
+    env["PATH"] = "/usr/bin:/bin"
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(wd), "--cores", "1", "resources/models/conceptworld"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (wd / "resources" / "models" / "conceptworld" / "model_index.json").is_file()

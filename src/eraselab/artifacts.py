@@ -92,6 +92,11 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def sidecar(path: str | os.PathLike, suffix: str) -> Path:
+    """A file that describes an artifact, beside it: images.tar -> images.json (suffix ".json")."""
+    return Path(path).with_suffix(suffix)
+
+
 def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

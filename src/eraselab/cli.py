@@ -1,4 +1,4 @@
-"""``eraselab <stage>``: one subcommand per Snakemake rule, each a thin call into its module.
+"""``eraselab <stage>``: one subcommand per stage of the workflow, each a call into its module.
 
 Rules pass the slice of the config the stage depends on as ``--spec`` (JSON),
 so Snakemake's params trigger reruns exactly the jobs whose slice changed, and
@@ -8,168 +8,88 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
-from pathlib import Path
+
+CODE_ENV = "ERASELAB_CODE"   # = runtime.CODE_ENV: how the fingerprint reaches the stage's provenance
 
 
-def _pairs(items: list[str]) -> dict[str, str]:
-    """NAME=PATH arguments -> {NAME: PATH}."""
-    out = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep:
-            raise SystemExit(f"expected NAME=PATH, got {item!r}")
-        out[name] = path
-    return out
+def _pair(item: str) -> tuple[str, str]:
+    """A NAME=PATH argument."""
+    name, sep, path = item.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {item!r}")
+    return name, path
 
 
-def base_model(a) -> None:
-    from .models import assemble_conceptworld, build_random, download
-    spec = a.spec
-    if spec["source"] == "hub":
-        download(spec["repo_id"], spec["revision"], a.out)
-    elif spec["source"] == "conceptworld":
-        assemble_conceptworld(a.weights, a.out)
-    elif spec["source"] == "random":
-        build_random(spec["architecture"], a.out, spec["seed"], spec.get("image_size"))
-    else:
-        raise SystemExit(f"base_model: source {spec['source']!r} needs no preparation")
+# Every stage: the function ``eraselab <stage>`` calls (module:function), what it does, and its options:
+# "--x" required, "--x?" optional, "--x=" a list of NAME=PATH. Each option --x reaches the function
+# as the keyword argument x (--spec, always required, as parsed JSON), so
+# `eraselab erase --base B --spec S --out O` calls `eraselab.erase.stage.run(base=B, spec=S, out=O)`.
+# A stage's module is imported only when it runs (eraselab.registry).
+STAGES = {
+    "base_model": ("eraselab.models:prepare", "download / assemble a base model directory", "--weights? --out"),
+    "train_conceptworld": ("eraselab.conceptworld.train:run", "train ConceptWorld's model and classifier", "--out"),
+    "prune": ("eraselab.prune.stage:run", "a pruning mask for one concept (stored apart from the weights)",
+              "--base --pairs? --attribution? --out"),
+    "attribute": ("eraselab.attribute.stage:run", "per-neuron activations: base (concept vs neutral), or "
+                  "rho/delta of an erased model under an attack", "--base --pairs? --delta? --adversarial? --out"),
+    "erase": ("eraselab.erase.stage:run", "erase a concept; writes a delta", "--base --mask? --out"),
+    "generate": ("eraselab.generate:run", "generate image sets for one model variant",
+                 "--base --delta? --prompts= --images="),
+    "attack": ("eraselab.attacks.stage:run", "attack a model: adversarial prompts or embeddings for its target",
+               "--base --delta? --reference? --pairs? --out"),
+    "attack_generate": ("eraselab.generate:run_attacked", "generate a target's image set under attack",
+                        "--base --delta? --adversarial --out"),
+    "score": ("eraselab.score.stage:run", "detect concepts in image sets", "--base --images= --scores --rates"),
+    "attack_score": ("eraselab.score.stage:run_attacked", "pre- and post-attack success rates",
+                     "--base --images --plain-scores --scores --rates"),
+    "quality": ("eraselab.score.quality:run", "preservation metrics (CLIP score, FID vs base) on the neutral set",
+                "--base --images --reference --out"),
+    "prune_report": ("eraselab.prune.report:run", "the pruning table: pruned fraction, rates, ASR, attribution",
+                     "--out"),
+    "report": ("eraselab.report:run", "tables, figures and grids", "--out"),
+}
+OPTION_HELP = {
+    "--weights": "conceptworld: the weights directory", "--delta": "the variant's erasure delta",
+    "--mask": "a pruning mask (mask.safetensors) applied before erasing",
+    "--pairs": "prompts with and without the concept (CSV)", "--attribution": "the base model's attribution table",
+    "--adversarial": "an attack's adversarial set", "--reference": "the base model's images of the same prompts",
+    "--plain-scores": "the variant's scores.csv (plain prompts)"}
 
 
-def train_conceptworld(a) -> None:
-    from .conceptworld.stage import run
-    run(a.out, a.spec)
-
-
-def erase(a) -> None:
-    from .erase.stage import run
-    run(a.base, a.out, a.spec, mask=a.mask)
-
-
-def attribute(a) -> None:
-    from .attribution import run_base, run_erased
-    if a.delta:
-        run_erased(a.base, a.delta, a.adversarial, a.out, a.spec)
-    else:
-        run_base(a.base, a.pairs, a.out, a.spec)
-
-
-def prune(a) -> None:
-    from .prune.stage import run
-    run(a.base, a.out, a.spec, pairs=a.pairs, attribution=a.attribution)
-
-
-def prune_report(a) -> None:
-    from .prune.report import run
-    run(a.spec, a.out)
-
-
-def generate(a) -> None:
-    from .generate import run
-    run(a.base, a.delta, _pairs(a.prompts), _pairs(a.images), a.spec)
-
-
-def score(a) -> None:
-    from .score import run
-    run(a.base, _pairs(a.images), a.spec["concepts"], a.scores, a.rates, a.spec)
-
-
-def quality(a) -> None:
-    from .score.quality import run
-    run(a.base, a.images, a.reference, a.out, a.spec)
-
-
-def report(a) -> None:
-    from .report import run
-    run(a.spec["entries"], a.out, a.spec)
-
-
-def attack(a) -> None:
-    from .attacks.stage import run_attack
-    run_attack(a.base, a.delta, a.reference, a.pairs, a.out, a.spec)
-
-
-def attack_generate(a) -> None:
-    from .attacks.stage import run_generate
-    run_generate(a.base, a.delta, a.adversarial, a.out, a.spec, shared=a.spec.get("shared", False))
-
-
-def attack_score(a) -> None:
-    from .attacks.stage import run_score
-    run_score(a.base, a.images, a.plain_scores, a.scores, a.rates, a.spec)
+def stage_module(stage: str) -> str:
+    """The module that holds a stage's code."""
+    return STAGES[stage][0].partition(":")[0]
 
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eraselab", description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
+    p.add_argument("--code", help="the fingerprint of the code the job runs (set by the workflow; recorded "
+                                  "in the outputs' provenance)")
     sub = p.add_subparsers(dest="stage", required=True)
-
-    def stage(name, fn, help):
+    for name, (target, help, options) in STAGES.items():
         s = sub.add_parser(name, help=help)
         s.add_argument("--spec", type=json.loads, required=True, help="the config slice, as JSON")
-        s.set_defaults(func=fn)
-        return s
-
-    s = stage("base_model", base_model, "download / assemble a base model directory")
-    s.add_argument("--weights", help="conceptworld: the weights directory")
-    s.add_argument("--out", required=True)
-    s = stage("train_conceptworld", train_conceptworld, "train ConceptWorld's model and classifier")
-    s.add_argument("--out", required=True)
-    s = stage("erase", erase, "erase a concept; writes a delta")
-    s.add_argument("--base", required=True)
-    s.add_argument("--mask", help="a pruning mask (mask.safetensors) applied before erasing")
-    s.add_argument("--out", required=True)
-    s = stage("attribute", attribute, "per-neuron activations: base (concept vs neutral), or rho/delta of an "
-              "erased model under an attack")
-    s.add_argument("--base", required=True)
-    s.add_argument("--pairs", help="base model: concept prompts and matched neutral prompts (CSV)")
-    s.add_argument("--delta", help="erased model: its delta")
-    s.add_argument("--adversarial", help="erased model: the attack's adversarial set")
-    s.add_argument("--out", required=True, metavar="TABLE.parquet")
-    s = stage("prune", prune, "a pruning mask for one concept (stored apart from the weights)")
-    s.add_argument("--base", required=True)
-    s.add_argument("--pairs", help="wanda: concept prompts and matched neutral prompts (CSV)")
-    s.add_argument("--attribution", help="attribution: the base model's attribution table")
-    s.add_argument("--out", required=True, metavar="MASK.safetensors")
-    s = stage("generate", generate, "generate image sets for one model variant")
-    s.add_argument("--base", required=True)
-    s.add_argument("--delta")
-    s.add_argument("--prompts", nargs="+", required=True, metavar="NAME=CSV")
-    s.add_argument("--images", nargs="+", required=True, metavar="NAME=TAR")
-    s = stage("score", score, "detect concepts in image sets")
-    s.add_argument("--base", required=True)
-    s.add_argument("--images", nargs="+", required=True, metavar="NAME=TAR")
-    s.add_argument("--scores", required=True)
-    s.add_argument("--rates", required=True)
-    s = stage("quality", quality, "preservation metrics (CLIP score, FID vs base) on the neutral prompt set")
-    s.add_argument("--base", required=True)
-    s.add_argument("--images", required=True, metavar="TAR")
-    s.add_argument("--reference", required=True, metavar="TAR", help="the base model's neutral images")
-    s.add_argument("--out", required=True)
-
-    s = stage("attack", attack, "attack a model: adversarial prompts or embeddings for its target's prompts")
-    s.add_argument("--base", required=True)
-    s.add_argument("--delta")
-    s.add_argument("--reference", help="the base model's image set of the target's prompts")
-    s.add_argument("--pairs", help="paired prompts with and without the concept (Ring-A-Bell)")
-    s.add_argument("--out", required=True, metavar="ADVERSARIAL.safetensors")
-    s = stage("attack_generate", attack_generate, "generate a target's image set under attack")
-    s.add_argument("--base", required=True)
-    s.add_argument("--delta")
-    s.add_argument("--adversarial", required=True)
-    s.add_argument("--out", required=True, metavar="TAR")
-    s = stage("attack_score", attack_score, "pre- and post-attack success rates")
-    s.add_argument("--base", required=True)
-    s.add_argument("--images", required=True)
-    s.add_argument("--plain-scores", required=True, help="the variant's scores.csv (plain prompts)")
-    s.add_argument("--scores", required=True)
-    s.add_argument("--rates", required=True)
-    s = stage("prune_report", prune_report, "the pruning table: pruned fraction, rates, ASR, attribution")
-    s.add_argument("--out", required=True)
-    s = stage("report", report, "tables, figures and grids")
-    s.add_argument("--out", required=True)
+        for option in options.split():
+            flag = option.rstrip("?=")
+            listed = option.endswith("=")
+            s.add_argument(flag, required=not option.endswith("?"), help=OPTION_HELP.get(flag),
+                           nargs="+" if listed else None, type=_pair if listed else str,
+                           metavar="NAME=PATH" if listed else "PATH")
+        s.set_defaults(target=target)
     return p
+
+
+def run_stage(args: argparse.Namespace) -> None:
+    """Call the stage's function with its options as keyword arguments (unset optional ones left out)."""
+    from .registry import load
+    module, _, function = args.target.partition(":")
+    options = {k: dict(v) if isinstance(v, list) else v for k, v in vars(args).items()
+               if k not in ("stage", "threads", "code", "target") and v is not None}
+    load({args.stage: args.target}, args.stage, "stage")(**options)
 
 
 class Terminated(KeyboardInterrupt):
@@ -185,11 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
+    if args.code:
+        os.environ[CODE_ENV] = args.code
     # Python dies on SIGTERM without unwinding; unwind like Ctrl-C instead, so atomic writes in
     # progress remove their temporaries and the last complete checkpoint stays for the rerun.
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        args.func(args)
+        run_stage(args)
     except KeyboardInterrupt as e:
         print(f"eraselab {args.stage}: {'terminated' if isinstance(e, Terminated) else 'interrupted'}; "
               f"no output was written; rerun to resume from the last checkpoint", file=sys.stderr)

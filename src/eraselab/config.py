@@ -309,3 +309,22 @@ def validate(config: dict, root: str | Path = ".", schema: dict | None = None) -
 
 def _is_map_of_maps(x) -> bool:
     return isinstance(x, dict) and all(isinstance(v, dict) for v in x.values())
+
+
+def load_config(*paths: str | Path, root: str | Path = ".") -> dict:
+    """Config files layered as Snakemake layers ``--configfile`` (later keys win, sections merge), validated.
+
+    For code that plans or runs stages without Snakemake: tests, notebooks (``eraselab.api``)."""
+    merged: dict = {}
+    for path in paths:
+        _merge(merged, yaml.safe_load(Path(path).read_text()) or {})
+    return validate(merged, root)
+
+
+def _merge(into: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = copy.deepcopy(value)
+

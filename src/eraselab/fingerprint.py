@@ -1,38 +1,38 @@
-"""Content fingerprints: of source data files, and of the code each stage runs.
+"""Content fingerprints: of source data files, and of the code a job runs.
 
 Snakemake decides what to rerun by comparing what it recorded when an output
 was made with what holds now. Our rules are shell commands over this package,
 so Snakemake sees neither the bytes of the files a rule reads from the repo
 (prompt CSVs, shipped weights: we put their digests into the job specs) nor the
-Python a stage runs (we put its fingerprint into the rule's command, which is
-what Snakemake's ``code`` trigger compares). Both are content hashes, so they
-survive ``dvc pull``, ``git checkout`` and copies, which reset file times.
+Python a job runs (we put its fingerprint into a job param, ``code``, which
+Snakemake's params trigger compares). Both are content hashes, so they survive
+``dvc pull``, ``git checkout`` and copies, which reset file times.
 
-A stage's code is the module its ``eraselab <stage>`` subcommand imports and
-every module of this package that it imports in turn (module-level and inside
-functions). The fingerprint hashes their syntax trees without docstrings, so
-editing a comment, a docstring or the formatting does not rerun anything, and
-editing a line of logic reruns exactly the stages whose closure holds it.
+A job's code is a list of modules (``plan.job_modules``: its stage's module and
+the algorithms it selects by name from registries) and every module of this
+package that they import in turn, at module level or inside functions
+(``closure``). Registries name modules as strings, so only the chosen algorithm
+enters a closure. The fingerprint hashes the syntax trees without docstrings, so
+editing a comment, a docstring or the formatting reruns nothing, and editing a
+line of logic reruns exactly the jobs whose closure holds it.
 """
 from __future__ import annotations
 
-import argparse
 import ast
 import hashlib
-import inspect
 import json
 import os
-import textwrap
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from functools import lru_cache
 from pathlib import Path
 
+from .artifacts import sha256
+
 PACKAGE = "eraselab"
 PACKAGE_DIR = Path(__file__).resolve().parent
-# Not part of any stage's code: the package's __init__ (its version number), the CLI (it dispatches
-# to every stage) and this module (it only measures code; runtime imports it to record the code
-# version). None of them changes what a stage computes.
-TOOLING = {PACKAGE, f"{PACKAGE}.cli", f"{PACKAGE}.fingerprint"}
+# Not part of any job's code: the package's __init__ (its version number) and the CLI (it parses
+# the command line and imports the stage's module by name). Neither changes what a stage computes.
+TOOLING = {PACKAGE, f"{PACKAGE}.cli"}
 
 
 # --- source data -----------------------------------------------------------
@@ -61,8 +61,7 @@ def _file_digest(path: Path) -> str:
 
 @lru_cache(maxsize=None)
 def _cached_digest(path: str, *stat_key) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    return sha256(path)
 
 
 # --- code ------------------------------------------------------------------
@@ -77,6 +76,12 @@ def module_path(module: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def modules() -> list[str]:
+    """Every module of the package."""
+    return sorted(".".join((PACKAGE, *p.relative_to(PACKAGE_DIR).with_suffix("").parts)).removesuffix(".__init__")
+                  for p in PACKAGE_DIR.rglob("*.py"))
 
 
 def _resolve(node: ast.ImportFrom, importer: str, is_package: bool) -> list[str]:
@@ -102,24 +107,27 @@ def imports(tree: ast.AST, module: str, is_package: bool) -> set[str]:
     for name in found:
         parts = name.split(".")
         out.update(p for p in (".".join(parts[:i]) for i in range(1, len(parts) + 1)) if module_path(p))
-    return out
+    return out - {module}
 
 
 @lru_cache(maxsize=None)
-def _module_imports(module: str) -> set[str]:
+def module_imports(module: str) -> frozenset[str]:
+    """The package modules one module imports (module level and inside functions)."""
     path = module_path(module)
-    return imports(ast.parse(path.read_text(), filename=str(path)), module, path.name == "__init__.py")
+    if path is None:
+        raise ValueError(f"{module}: not a module of {PACKAGE}")
+    return frozenset(imports(ast.parse(path.read_text(), filename=str(path)), module, path.name == "__init__.py"))
 
 
-def closure(tree: ast.AST, module: str, is_package: bool = False) -> list[str]:
-    """The package modules a piece of code runs: its imports, and theirs, transitively."""
-    todo, seen = list(imports(tree, module, is_package)), set()
+def closure(roots: Iterable[str]) -> list[str]:
+    """The package modules some code runs: the roots, their imports, and theirs, transitively."""
+    todo, seen = list(roots), set()
     while todo:
         name = todo.pop()
         if name in seen or name in TOOLING:
             continue
         seen.add(name)
-        todo.extend(_module_imports(name))
+        todo.extend(module_imports(name))
     return sorted(seen)
 
 
@@ -140,38 +148,40 @@ def _module_hash(module: str) -> str:
     return hashlib.sha256(normalized(module_path(module).read_text()).encode()).hexdigest()
 
 
-def _entry_source(stage: str) -> str:
-    """The source of the CLI function that runs a stage (``eraselab <stage>``)."""
-    from .cli import make_parser
-    return textwrap.dedent(inspect.getsource(_subcommands(make_parser())[stage]))
-
-
-def stages() -> list[str]:
-    from .cli import make_parser
-    return sorted(_subcommands(make_parser()))
-
-
-def _subcommands(parser: argparse.ArgumentParser) -> dict:
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return {name: p.get_default("func") for name, p in action.choices.items()}
-
-
-def stage_modules(stage: str) -> list[str]:
-    """The package modules ``eraselab <stage>`` runs."""
-    return closure(ast.parse(_entry_source(stage)), f"{PACKAGE}.cli")
-
-
 @lru_cache(maxsize=None)
-def code_fingerprint(stage: str) -> str:
-    """A short hash of the code ``eraselab <stage>`` runs (see the module docstring)."""
-    parts = {"<entry>": hashlib.sha256(normalized(_entry_source(stage)).encode()).hexdigest()}
-    parts.update({m: _module_hash(m) for m in stage_modules(stage)})
+def code_fingerprint(roots: tuple[str, ...]) -> str:
+    """A short hash of the code that runs from ``roots`` (see the module docstring)."""
+    parts = {m: _module_hash(m) for m in closure(roots)}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def stage_of(shellcmd: str) -> str | None:
-    """The eraselab stage a rule's shell command runs, if any."""
-    words, known = shellcmd.split(), set(stages())
-    if PACKAGE not in words:
-        return None
-    return next((w for w in words[words.index(PACKAGE) + 1:] if w in known), None)
+def import_cycles() -> list[list[str]]:
+    """The package's import cycles: strongly connected components of more than one module (Tarjan)."""
+    graph = {m: sorted(module_imports(m)) for m in modules()}
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out

@@ -1,9 +1,14 @@
-"""Generation: images for a prompt set, each with its own seed and guidance scale.
+"""Generation: images for a prompt set, each with its own seed and guidance scale; plainly and under attack.
 
 Images are produced by diffusers' own ``StableDiffusionPipeline.__call__``, in
 batches of rows that share a guidance scale. Each row's initial noise comes
-from a generator seeded with the row's seed, so an image does not depend on
-the batch it happened to be in.
+from a generator seeded with the row's seed, so which image a row gets does not
+depend on the batch it happened to be in (its pixels may still differ in the
+last bit: floating point differs with batch size and thread count).
+
+``run`` (rules generate, generate_neutral) generates a variant's prompt sets;
+``run_attacked`` (rule attack_generate) the target's prompts under an attack's
+adversarial set.
 """
 from __future__ import annotations
 
@@ -12,6 +17,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
+
+from .artifacts import ArtifactError
+from .adversarial import conditioning, load_adversarial
+from .delta import load_delta
+from .imagesets import save_image_set
+from .models import load_variant
+from .prompts import load_prompts
+from .runtime import progress, stage
 
 
 def generate_images(pipe, prompts: Sequence[str], seeds: Sequence[int], guidances: Sequence[float],
@@ -56,13 +69,9 @@ def set_scheduler(pipe, name: str) -> None:
     pipe.scheduler = cls.from_config(pipe.scheduler.config)
 
 
-def run(base, delta, prompt_sets: dict, outputs: dict, spec: dict) -> None:
-    """Generate every prompt set for one model variant; spec holds the generation config."""
-    from .imagesets import save_image_set
-    from .models import load_variant
-    from .prompts import load_prompts
-    from .runtime import progress, stage
-    gen = spec["generation"]
+def run(base, prompts: dict, images: dict, spec: dict, delta=None) -> None:
+    """The generate stage: every prompt set of one model variant; spec holds the generation config."""
+    prompt_sets, outputs, gen = dict(prompts), dict(images), spec["generation"]
     with stage("generate", spec) as run_info:
         pipe = load_variant(base, delta, dtype=spec.get("dtype", "float32"))
         set_scheduler(pipe, gen["scheduler"])
@@ -79,3 +88,39 @@ def run(base, delta, prompt_sets: dict, outputs: dict, spec: dict) -> None:
                             "delta": str(delta) if delta else None},
                            preview=gen["preview"])
         bar.close()
+
+
+def check_shared(delta, adversarial) -> None:
+    """A text-encoder attack computed on the base model is valid only for variants with its text encoder."""
+    if not delta:
+        return
+    tensors, _ = load_delta(delta)
+    changed = sorted(k for k in tensors if k.startswith("text_encoder."))
+    if changed:
+        raise ArtifactError(f"{adversarial} was computed on the base model's text encoder, but {delta} changes it "
+                            f"({changed[0]}, ...); the attack must run on this variant (see attacks.LEVEL and "
+                            f"plan.UNET_ONLY_METHODS)")
+
+
+def run_attacked(base, adversarial, out, spec: dict, delta=None) -> None:
+    """The attack_generate stage: the target's images under attack, each row with its own seed and guidance,
+    conditioned on the adversarial set through the attacked model's own text encoder."""
+    gen, shared = spec["generation"], spec.get("shared", False)
+    with stage("attack_generate", spec) as run_info:
+        if shared:
+            check_shared(delta, adversarial)
+        pipe = load_variant(base, delta, dtype=spec.get("dtype", "float32"))
+        set_scheduler(pipe, gen["scheduler"])
+        adv, table, meta = load_adversarial(adversarial)
+        frame = expand_rows(table.assign(row=range(len(table))), gen["images_per_prompt"])
+        cond = conditioning(pipe, adv)[torch.as_tensor(frame["row"].to_numpy())]
+        bar = progress(len(frame), f"generate {spec['variant']} under {spec['attack_name']}", unit="img")
+        images = generate_images(pipe, None, frame["evaluation_seed"].tolist(), frame["evaluation_guidance"].tolist(),
+                                 gen["steps"], gen["batch_size"], prompt_embeds=cond, progress=bar)
+        bar.close()
+        attack_info = {"name": spec["attack_name"], "algorithm": meta["params"]["attack"]["algorithm"],
+                       "adversarial": str(adversarial), "shared": shared,
+                       "wall_time_s": meta["wall_time_s"], "seconds_per_prompt": meta.get("seconds_per_prompt")}
+        save_image_set(out, images, frame.drop(columns="row"),
+                       {**run_info.record(), "delta": delta and str(delta), "attack": attack_info},
+                       preview=gen["preview"])

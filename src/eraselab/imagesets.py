@@ -16,12 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .artifacts import ArtifactError, atomic_paths, read_json, sha256, write_json
-
-
-def sidecar(path: str | Path, name: str) -> Path:
-    """A file kept beside an archive: results/.../circle.tar -> results/.../circle.{name}."""
-    return Path(path).with_suffix(f".{name}")
+from .artifacts import ArtifactError, atomic_paths, read_json, sha256, sidecar, write_json
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
@@ -43,7 +38,7 @@ def save_image_set(path: str | Path, images: np.ndarray, index: pd.DataFrame, me
         raise ValueError(f"{len(images)} images but {len(index)} index rows")
     index = index.reset_index(drop=True).copy()
     index.insert(0, "file", [f"{i:05d}.png" for i in range(len(index))])
-    files = [path, *([sidecar(path, "preview.png")] if preview else []), sidecar(path, "json")]
+    files = [path, *([sidecar(path, ".preview.png")] if preview else []), sidecar(path, ".json")]
     with atomic_paths(*files) as tmps:
         with tarfile.open(tmps[0], "w") as tar:
             _add(tar, "index.csv", index.to_csv(index=False).encode())
@@ -57,7 +52,7 @@ def save_image_set(path: str | Path, images: np.ndarray, index: pd.DataFrame, me
 
 def _checked_meta(path: Path, verify: bool) -> dict:
     """The archive's metadata, after checking the archive against its checksum."""
-    meta = read_json(sidecar(path, "json"))
+    meta = read_json(sidecar(path, ".json"))
     if verify and sha256(path) != meta.get("sha256"):
         raise ArtifactError(f"{path}: checksum mismatch: the image archive is truncated or corrupted; "
                             f"rerun its generate job")

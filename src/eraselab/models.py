@@ -1,99 +1,39 @@
 """The base-model stage and loading of models: base pipelines and their erased variants.
 
-Every base model becomes a diffusers ``StableDiffusionPipeline`` directory:
-- ``hub``: downloaded once with huggingface_hub at a pinned revision into
-  ``resources/models/<name>`` (only the fp32 safetensors the pipeline needs);
+Every base model becomes a diffusers ``StableDiffusionPipeline`` directory; where
+it comes from is its ``source``, each in its own module (``SOURCES``), so a job
+runs, and reruns for, only the source it uses:
+- ``hub``: downloaded once at a pinned revision (``eraselab.hub``);
 - ``conceptworld``: the shipped (or retrained) weights plus the CLIP tokenizer
-  built offline from open_clip's vocabulary;
-- ``local``: an existing diffusers directory, used in place;
-- ``random``: random weights with the shapes of a named architecture (SD v1.4's
-  or ConceptWorld's), built from a config with no download, for benchmarks and tests.
+  built offline (``eraselab.conceptworld.assemble``);
+- ``random``: random weights with the shapes of a named architecture, for
+  benchmarks and tests (``eraselab.conceptworld.architecture``);
+- ``local``: an existing diffusers directory, used in place (no job).
 Later stages load a base directory, then apply a pruning mask and an erasure
 delta, so an erased model is never stored whole.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import torch
+from . import registry
+from .artifacts import REBUILD_MODEL, ArtifactError, verify_manifest
 
-from .artifacts import REBUILD_MODEL, ArtifactError, atomic_path, verify_manifest, write_json, write_manifest
-
-# What a Stable Diffusion pipeline needs from a hub repo: configs, tokenizer, fp32 safetensors.
-HUB_FILES = ["model_index.json", "scheduler/*", "tokenizer/*", "text_encoder/config.json",
-             "text_encoder/model.safetensors", "unet/config.json",
-             "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
-             "vae/diffusion_pytorch_model.safetensors"]
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# torch is imported inside the functions: the workflow reads SOURCES while it plans jobs.
+SOURCES = {"hub": "eraselab.hub:prepare", "conceptworld": "eraselab.conceptworld.assemble:prepare",
+           "random": "eraselab.conceptworld.architecture:prepare"}
 
 
-def download(repo_id: str, revision: str, out_dir: str | Path) -> None:
-    """Fetch a pipeline from the Hugging Face hub at a fixed revision (needs network; done once)."""
-    from huggingface_hub import snapshot_download
-    with atomic_path(out_dir, directory=True) as tmp:
-        try:
-            snapshot_download(repo_id, revision=revision, local_dir=tmp, allow_patterns=HUB_FILES)
-        except Exception as e:
-            raise RuntimeError(
-                f"could not download {repo_id}@{revision}: {e}\n"
-                f"Without network access, download it elsewhere (huggingface-cli download {repo_id} "
-                f"--revision {revision}) and point the model at it with source: local, path: <dir>.") from e
-        missing = [f for f in HUB_FILES if "*" not in f and not (tmp / f).is_file()]
-        if missing:  # snapshot_download skips patterns that match nothing, so check what arrived
-            raise RuntimeError(
-                f"{repo_id}@{revision} lacks {', '.join(missing)}: this revision has no fp32 safetensors "
-                f"in the diffusers layout. Pin a revision that has them, or convert the weights and use "
-                f"source: local.")
-        write_json(tmp / "eraselab_source.json", {"repo_id": repo_id, "revision": revision})
-        write_manifest(tmp)
-
-
-def assemble_conceptworld(weights: str | Path, out_dir: str | Path) -> None:
-    """ConceptWorld's pipeline weights plus the offline-built CLIP tokenizer, as one diffusers directory.
-
-    The world's attribute classifier (its exact scorer) and quality record travel
-    with the model, in ``classifier/`` and ``quality.json``.
-    """
-    from .tokenizer import build_clip_tokenizer
-    weights = Path(weights)
-    for need in ("pipeline/model_index.json", "classifier/classifier.safetensors"):
-        if not (weights / need).is_file():
-            raise ArtifactError(f"{weights / need}: missing; not a ConceptWorld weights directory")
-    verify_manifest(weights, what="ConceptWorld weights", fix="retrain them or restore them (dvc checkout)")
-    with atomic_path(out_dir, directory=True) as tmp:
-        shutil.copytree(weights / "pipeline", tmp, dirs_exist_ok=True)
-        shutil.copytree(weights / "classifier", tmp / "classifier")
-        for extra in ("quality.json", "world.json"):
-            if (weights / extra).is_file():
-                shutil.copy2(weights / extra, tmp / extra)
-        build_clip_tokenizer(tmp / "tokenizer")
-        write_manifest(tmp)
-
-
-def build_random(architecture: str, out_dir: str | Path, seed: int, image_size: int | None = None) -> None:
-    """Random weights with the shapes of ``architecture`` (``sd14``, ``conceptworld``), as a diffusers directory.
-
-    ``image_size`` changes the default resolution the pipeline samples at, never a
-    weight shape, so SD-v1.4-shaped weights can run at 64 px on a CPU.
-    """
-    import dataclasses
-
-    from .conceptworld.architecture import ARCHITECTURES, build_random_pipeline
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {architecture!r}; allowed: {', '.join(ARCHITECTURES)}")
-    arch = ARCHITECTURES[architecture]
-    if image_size:
-        arch = dataclasses.replace(arch, image_size=image_size)
-    with atomic_path(out_dir, directory=True) as tmp:
-        build_random_pipeline(arch, tmp, seed)
-        write_json(tmp / "eraselab_source.json", {"source": "random", "architecture": architecture,
-                                                  "image_size": arch.image_size, "seed": seed})
-        write_manifest(tmp)
+def prepare(spec: dict, out: str | Path, weights: str | Path | None = None) -> None:
+    """The base_model stage: make the base model's directory from its source (spec: plan.base_model_spec)."""
+    if spec["source"] == "local":
+        raise SystemExit("base_model: a local model is used in place and needs no preparation")
+    registry.load(SOURCES, spec["source"], "model source")(spec, out, weights)
 
 
 def load_pipeline(path: str | Path, dtype: str = "float32", device: str | None = None):
     """A StableDiffusionPipeline from a diffusers directory, without the safety checker."""
+    import torch
     from diffusers import StableDiffusionPipeline
 
     from .runtime import device as default_device, quiet_libraries
@@ -103,7 +43,7 @@ def load_pipeline(path: str | Path, dtype: str = "float32", device: str | None =
     verify_manifest(path, what="base model", fix=REBUILD_MODEL)
     quiet_libraries()
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(path, dtype=DTYPES[dtype], safety_checker=None,
+        pipe = StableDiffusionPipeline.from_pretrained(path, dtype=getattr(torch, dtype), safety_checker=None,
                                                        feature_extractor=None, requires_safety_checker=False)
     except (OSError, ValueError, RuntimeError) as e:
         raise ArtifactError(f"{path}: cannot load the pipeline (missing or corrupted weights?): {e}") from None
@@ -120,3 +60,11 @@ def load_variant(base: str | Path, delta: str | Path | None = None, dtype: str =
         apply_delta(pipe, delta)
     return pipe
 
+
+def encode_prompts(pipe, prompts: list[str]):
+    """Text-encoder hidden states, N x 77 x D, exactly as the pipeline conditions the UNet."""
+    import torch
+    with torch.no_grad():
+        embeds, _ = pipe.encode_prompt(prompts, device=pipe.device, num_images_per_prompt=1,
+                                       do_classifier_free_guidance=False)
+    return embeds

@@ -11,7 +11,15 @@ import json
 
 from . import layout
 from .artifacts import MANIFEST
-from .fingerprint import digest
+from .attacks import ATTACKS, LEVEL, NEEDS
+from .cli import stage_module
+from .erase import METHODS
+from .fingerprint import code_fingerprint, digest
+from .models import SOURCES
+from .prune import KINDS
+from .registry import module_of
+from .score import DETECTORS, FEATURES
+from .score.quality import METRICS
 
 
 def model_dir(cfg: dict, model: str) -> str:
@@ -223,9 +231,16 @@ SPECS = {
 
 def _reference(cfg: dict, w: dict) -> list[tuple[str, dict]]:
     """An attack that reads the base model's images of the target's prompts depends on their generation."""
-    from .attacks import NEEDS
     needs = NEEDS[attack_algorithm(cfg, w["attack"])]
     return [("generate", {"model": w["model"], "variant": layout.BASE})] if "reference" in needs else []
+
+
+def _adversarial_source(cfg: dict, w: dict) -> tuple[str, dict]:
+    """The job that made the adversarial set a variant is attacked with (plan.adversarial_path)."""
+    if shares_attack(cfg, w["variant"], w["attack"]):
+        target = layout.parse_variant(w["variant"])["target"]
+        return "attack_shared", {"model": w["model"], "target": target, "attack": w["attack"]}
+    return "attack", {k: w[k] for k in ("model", "variant", "attack")}
 
 
 def upstream(cfg: dict, rule: str, **w) -> list[tuple[str, dict]]:
@@ -257,46 +272,100 @@ def upstream(cfg: dict, rule: str, **w) -> list[tuple[str, dict]]:
         return model + [("generate", {"model": w["model"], "variant": w["variant"]})]
     erased = [("erase", {"model": w["model"], **parts})] if parts["method"] else []
     if rule == "attribute":
-        return model + erased
+        return model + erased + [_adversarial_source(cfg, w)]
     if rule == "generate_neutral":
         return model + erased
     if rule == "quality":
-        return [("generate_neutral", {"model": w["model"], "variant": v}) for v in dict.fromkeys((w["variant"], layout.BASE))]
+        return model + [("generate_neutral", {"model": w["model"], "variant": v})
+                        for v in dict.fromkeys((w["variant"], layout.BASE))]
     if rule == "attack":
         return model + erased + _reference(cfg, w)
     if rule == "attack_generate":
-        source = (("attack_shared", {"model": w["model"], "target": parts["target"], "attack": w["attack"]})
-                  if shares_attack(cfg, w["variant"], w["attack"]) else ("attack", dict(w)))
-        return model + erased + [source]
+        return model + erased + [_adversarial_source(cfg, w)]
     if rule == "attack_score":
         return model + [("attack_generate", dict(w)), ("score", {"model": w["model"], "variant": w["variant"]})]
     raise KeyError(f"plan.upstream: no lineage for rule {rule!r}; add it")
 
 
-def _identity(cfg: dict, rule: str, w: dict, code: dict[str, str], memo: dict | None) -> str:
+def _identity(cfg: dict, rule: str, w: dict, memo: dict | None) -> str:
     """A job's spec, its code and its upstream jobs' identities, hashed."""
     key = (rule, tuple(sorted(w.items())))
     if memo is not None and key in memo:
         return memo[key]
-    job = [rule, SPECS[rule](cfg, **w), code.get(rule), _parents(cfg, rule, w, code, memo)]
+    code = None if rule == "local_model" else job_code(cfg, rule, **w)   # a local model is no job
+    job = [rule, SPECS[rule](cfg, **w), code, _parents(cfg, rule, w, memo)]
     out = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
     if memo is not None:
         memo[key] = out
     return out
 
 
-def _parents(cfg: dict, rule: str, w: dict, code: dict[str, str], memo: dict | None = None) -> list[str]:
-    return [_identity(cfg, r, pw, code, memo) for r, pw in upstream(cfg, rule, **w)]
+def _parents(cfg: dict, rule: str, w: dict, memo: dict | None = None) -> list[str]:
+    return [_identity(cfg, r, pw, memo) for r, pw in upstream(cfg, rule, **w)]
 
 
-def lineage(cfg: dict, rule: str, code: dict[str, str] | None = None, memo: dict | None = None, **w) -> str:
-    """The digest of everything upstream of a job (code: rule -> fingerprint of the code it runs).
+def lineage(cfg: dict, rule: str, memo: dict | None = None, **w) -> str:
+    """The digest of everything upstream of a job: each upstream job's spec and code (``job_code``).
 
     ``memo`` (a dict kept by the caller) holds each upstream job's identity once computed: valid
-    while ``cfg``, ``code`` and the files they name do not change, as within one Snakemake run,
-    where it saves hashing the base model's weights once per job of a large grid.
+    while ``cfg`` and the files it names do not change, as within one Snakemake run, where it
+    saves hashing the base model's weights once per job of a large grid.
     """
-    return hashlib.sha256(json.dumps(_parents(cfg, rule, w, code or {}, memo)).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(_parents(cfg, rule, w, memo)).encode()).hexdigest()[:16]
+
+
+# --- code: what each job runs ---------------------------------------------------------------------
+# A job reruns for a code change exactly when the change is in code it executes: its stage's module
+# and the algorithms it selects by name (method, attack, detectors, model source, pruning kind, metrics),
+# each with everything it imports (eraselab.fingerprint). Registries name algorithms as strings, so
+# a stage's module does not import every algorithm.
+
+# The eraselab command each rule runs, where it differs from the rule's name.
+STAGE_OF_RULE = {"attack_shared": "attack", "generate_neutral": "generate", "attribute_base": "attribute"}
+
+
+def command(rule: str) -> str:
+    """The ``eraselab`` subcommand a rule runs."""
+    return STAGE_OF_RULE.get(rule, rule)
+
+
+def job_modules(cfg: dict, rule: str, **w) -> list[str]:
+    """The modules a job runs: its stage's, then those of the algorithms its config selects."""
+    return [stage_module(command(rule)), *selected_modules(cfg, rule, **w)]
+
+
+def selected_modules(cfg: dict, rule: str, **w) -> list[str]:
+    """The modules of the algorithms a job selects from registries (what its stage's imports do not hold)."""
+    def detector(concept: str) -> str:
+        return module_of(DETECTORS, cfg["concepts"][concept]["detector"]["kind"], "detector kind")
+
+    target = w.get("target") or (layout.parse_variant(w["variant"])["target"] if "variant" in w else None)
+    if rule == "base_model":
+        return [module_of(SOURCES, cfg["models"][w["model"]]["source"], "model source")]
+    if rule == "erase":
+        method = module_of(METHODS, cfg["methods"][w["method"]]["algorithm"], "erasure algorithm")
+        validates = validation_spec(cfg, w["target"], w["method"]) is not None
+        return [method, *([detector(w["target"])] if validates else [])]
+    if rule == "prune":
+        return [module_of(KINDS, cfg["prunings"][w["prune"]]["algorithm"], "pruning algorithm")]
+    if rule in ("attack", "attack_shared"):
+        algorithm = attack_algorithm(cfg, w["attack"])
+        return [module_of(ATTACKS, algorithm, "attack"), *([detector(target)] if "detector" in NEEDS[algorithm] else [])]
+    if rule == "score":
+        return sorted({detector(c) for c in layout.prompt_sets(cfg["run"])})
+    if rule == "attack_score":
+        return [detector(target)]
+    if rule == "quality":
+        q = cfg["quality"]
+        fid = [METRICS["fid"], module_of(FEATURES, q["fid"]["features"], "FID features")] \
+            if q["fid"]["features"] != "none" else []
+        return [*([METRICS["clip_score"]] if q["clip_score"]["enabled"] else []), *fid]
+    return []
+
+
+def job_code(cfg: dict, rule: str, **w) -> str:
+    """The fingerprint of the code a job runs: a param of every eraselab rule, and part of its lineage."""
+    return code_fingerprint(tuple(job_modules(cfg, rule, **w)))
 
 
 # --- attacks ------------------------------------------------------------------------------------
@@ -319,7 +388,6 @@ def attack_algorithm(cfg: dict, attack: str) -> str:
 
 def shares_attack(cfg: dict, variant: str, attack: str) -> bool:
     """Does this variant reuse the base model's result of this attack (a text-encoder attack)?"""
-    from .attacks import LEVEL
     return LEVEL[attack_algorithm(cfg, attack)] == "text_encoder" and keeps_text_encoder(cfg, variant)
 
 
@@ -332,7 +400,6 @@ def adversarial_path(cfg: dict, model: str, variant: str, attack: str) -> str:
 
 
 def _attack_inputs(cfg: dict, model: str, target: str, attack: str, delta: str | None) -> dict:
-    from .attacks import NEEDS
     needs = NEEDS[attack_algorithm(cfg, attack)]
     inputs = {"base": model_dir(cfg, model), "prompts": cfg["concepts"][target]["prompts"]}
     if delta:
@@ -358,7 +425,6 @@ def shared_attack_inputs(cfg: dict, model: str, target: str, attack: str) -> dic
 
 
 def _attack_spec(cfg: dict, model: str, target: str, attack: str, variant: str) -> dict:
-    from .attacks import NEEDS
     params = cfg["attacks"][attack]
     gen = cfg["generation"]
     # rows come from the generation settings; the rest of them matter only to attacks that generate

@@ -121,3 +121,12 @@ def load_prompts(path: str | Path, default_guidance: float = 7.5, limit: int | N
     if limit is not None:
         df = df.head(limit)
     return PromptSet(path, df.reset_index(drop=True))
+
+
+def concept_pairs(pairs_csv: str | Path, max_prompts: int | None) -> pd.DataFrame:
+    """Concept prompts and their matched neutral prompts (columns prompt, prompt_without)."""
+    frame = pd.read_csv(pairs_csv, keep_default_na=False)
+    missing = {"prompt", "prompt_without"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{pairs_csv}: needs columns prompt, prompt_without (missing {sorted(missing)})")
+    return frame.head(max_prompts) if max_prompts else frame

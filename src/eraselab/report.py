@@ -146,10 +146,17 @@ def image_grid(entries: list[dict], per_cell: int, scale: int = 2) -> "Image.Ima
 QUALITY_COLUMNS = ("clip_score", "fid_vs_base", "fid_vs_real")
 
 
+def quality_summary(path: str | Path) -> dict:
+    """The report's columns from one quality JSON (NaN where a metric was not computed)."""
+    q = read_json(path)
+    return {"clip_score": q.get("clip_score", {}).get("mean", np.nan),
+            "fid_vs_base": q.get("fid_vs_base", {}).get("value", np.nan),
+            "fid_vs_real": q.get("fid_vs_real", {}).get("value", np.nan)}
+
+
 def quality_table(entries: list[dict]) -> pd.DataFrame:
     """One row per (model, variant) with its preservation metrics; empty when none were computed."""
-    from .score.quality import summary
-    rows = [{"model": e["model"], "variant": e["variant"], **summary(e["quality"])}
+    rows = [{"model": e["model"], "variant": e["variant"], **quality_summary(e["quality"])}
             for e in entries if e.get("quality")]
     return pd.DataFrame(rows, columns=["model", "variant", *QUALITY_COLUMNS])
 
@@ -265,7 +272,7 @@ def tidy_attacks(attack_entries: list[dict], rates: pd.DataFrame) -> pd.DataFram
 
 
 def attacks_markdown(df: pd.DataFrame) -> str:
-    from .attacks.stage import ASR_DEFINITION
+    from .score.stage import ASR_DEFINITION
     head = ("| model | target (type) | pruning | method | attack | base rate | pre-attack | attack only | "
             "ASR | n | attack s/prompt |\n|---|---|---|---|---|---:|---:|---:|---:|---:|---:|\n")
     cost = lambda r: "shared" if r.shared else (f"{r.seconds_per_prompt:.1f}" if r.seconds_per_prompt else "")
@@ -312,10 +319,10 @@ def write_attack_report(attack_entries: list[dict], rates: pd.DataFrame, out_dir
     return df.to_dict(orient="records")
 
 
-def run(entries: list[dict], out_dir: str | Path, spec: dict) -> None:
-    """entries: [{model, variant, rates, images: [tar, ...]}]; writes the report files into out_dir."""
+def run(out: str | Path, spec: dict) -> None:
+    """The report stage. spec["entries"]: [{model, variant, rates, images: [tar, ...]}]; writes into ``out``."""
     from .runtime import stage
-    out_dir = Path(out_dir)
+    entries, out_dir = spec["entries"], Path(out)
     with stage("report", spec, spec.get("seed")) as run_info:
         df = add_pixel_distances(tidy_rates(entries), entries)
         summary = add_quality(summarise(df), quality_table(entries))

@@ -11,6 +11,7 @@ import time
 from importlib import metadata
 from typing import Any, Iterator
 
+
 class DivergenceError(RuntimeError):
     """An optimisation produced a NaN or infinite loss; nothing is saved."""
 
@@ -74,10 +75,15 @@ def progress(total: int | None, desc: str, **kw):
                 mininterval=0.5 if tty else 15.0, **kw)
 
 
-def code_version(stage: str) -> str | None:
-    """The fingerprint of the code ``eraselab <stage>`` runs (eraselab.fingerprint)."""
-    from .fingerprint import code_fingerprint, stages
-    return code_fingerprint(stage) if stage in stages() else None
+def check_finite(loss, what: str, step: int, fix: str = "lower the learning rate") -> None:
+    """Stop an optimisation whose loss is NaN or infinite, before anything is saved."""
+    if not bool(loss.isfinite().all()):
+        raise DivergenceError(f"{what} diverged at step {step}: loss is {loss.detach().flatten()[0].item()}; "
+                              f"{fix} (nothing was saved)")
+
+
+# The fingerprint of the code a job runs (plan.job_code), handed over by the rule: `eraselab --code`.
+CODE_ENV = "ERASELAB_CODE"
 
 
 class Run:
@@ -96,7 +102,7 @@ class Run:
                 "wall_time_s": round(time.perf_counter() - self.start, 3),
                 "peak_rss_mb": round(peak_rss_mb(), 1), "peak_gpu_mb": peak_gpu_mb(),
                 "device": device(), "torch_threads": torch.get_num_threads(),
-                "host": platform.node(), "code": code_version(self.stage), **self.extra}
+                "host": platform.node(), "code": os.environ.get(CODE_ENV), **self.extra}
 
     def done(self) -> None:
         """The timing line every long stage ends its log with."""

@@ -4,15 +4,6 @@
 # text encoder reuses the result (plan.adversarial_path decides which one a variant uses).
 
 
-def _opt(name, input):
-    """--name PATH for an optional input file."""
-    return f"--{name} {input[name]}" if name in input.keys() else ""
-
-
-def _attack_opts(w, input):
-    return " ".join(_opt(n, input) for n in ("delta", "reference", "pairs"))
-
-
 rule attack:
     """Attack one erased model (white-box attacks, or text-encoder attacks on a changed text encoder)."""
     input:
@@ -21,13 +12,14 @@ rule attack:
         layout.adversarial_files(layout.ADVERSARIAL),
     params:
         spec=spec(plan.attack_spec),
+        code=code("attack"),
         lineage=lineage("attack"),
-        opts=_attack_opts,
+        opts=flags("delta", "reference", "pairs"),
     threads: 1
     log:
         "logs/attack/{model}/{variant}/{attack}.log",
     shell:
-        "eraselab --threads {threads} attack --base {input.base} {params.opts} --spec {params.spec:q} "
+        "eraselab --threads {threads} --code {params.code} attack --base {input.base} {params.opts} --spec {params.spec:q} "
         "--out {output[0]} > {log} 2>&1"
 
 
@@ -39,13 +31,14 @@ rule attack_shared:
         layout.adversarial_files(layout.SHARED_ADVERSARIAL),
     params:
         spec=spec(plan.shared_attack_spec),
+        code=code("attack_shared"),
         lineage=lineage("attack_shared"),
-        opts=_attack_opts,
+        opts=flags("delta", "reference", "pairs"),
     threads: 1
     log:
         "logs/attack/{model}/shared/{target}/{attack}.log",
     shell:
-        "eraselab --threads {threads} attack --base {input.base} {params.opts} --spec {params.spec:q} "
+        "eraselab --threads {threads} --code {params.code} attack --base {input.base} {params.opts} --spec {params.spec:q} "
         "--out {output[0]} > {log} 2>&1"
 
 
@@ -58,13 +51,14 @@ rule attack_generate:
         meta=layout.ATTACK_IMAGES.replace(".tar", ".json"),
     params:
         spec=spec(plan.attack_generate_spec),
+        code=code("attack_generate"),
         lineage=lineage("attack_generate"),
-        delta=lambda w, input: _opt("delta", input),
+        delta=flags("delta"),
     threads: 1
     log:
         "logs/attack_generate/{model}/{variant}/{attack}.log",
     shell:
-        "eraselab --threads {threads} attack_generate --base {input.base} {params.delta} "
+        "eraselab --threads {threads} --code {params.code} attack_generate --base {input.base} {params.delta} "
         "--adversarial {input.adversarial} --spec {params.spec:q} --out {output.images} > {log} 2>&1"
 
 
@@ -79,11 +73,12 @@ rule attack_score:
         rates=layout.ATTACK_RATES,
     params:
         spec=spec(plan.attack_score_spec),
+        code=code("attack_score"),
         lineage=lineage("attack_score"),
     threads: 1
     log:
         "logs/attack_score/{model}/{variant}/{attack}.log",
     shell:
-        "eraselab --threads {threads} attack_score --base {input.base} --images {input.images} "
+        "eraselab --threads {threads} --code {params.code} attack_score --base {input.base} --images {input.images} "
         "--plain-scores {input.plain} --spec {params.spec:q} --scores {output.scores} --rates {output.rates} "
         "> {log} 2>&1"

@@ -1,8 +1,14 @@
 # Validation and the helpers every rule uses. The logic lives in src/eraselab (plan, config, layout).
 import json
+import os
+import sys
 
-from eraselab import fingerprint, layout, plan, sharing
+from eraselab import layout, plan, sharing
 from eraselab.config import ConfigError, validate
+
+# Jobs run `eraselab`: the one installed beside the Python that runs Snakemake, whether or not its
+# environment was activated (`.venv/bin/snakemake ...`). Jobs, and SLURM jobs, inherit this PATH.
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 try:
     config.update(validate(config, root="."))  # paths in the config are relative to the working directory
@@ -67,25 +73,33 @@ def threads_of(rule):
 def lineage(rule):
     """A params function: the digest of everything upstream of a job (plan.lineage), so a job reruns
     when an upstream job changed in an earlier invocation; timestamps are not a rerun trigger here."""
-    return lambda w: plan.lineage(config, rule, CODE, memo=LINEAGE_MEMO, **dict(w))
+    return lambda w: plan.lineage(config, rule, memo=LINEAGE_MEMO, **dict(w))
 
 
 LINEAGE_MEMO = {}  # one config and one code per Snakemake process: each job's identity is computed once
 
 
-CODE = {}  # rule name -> fingerprint of the eraselab code its command runs
+def code(rule):
+    """A params function: the fingerprint of the code a job runs (plan.job_code). Snakemake's params
+    trigger compares it, so a code edit reruns exactly the jobs that execute the edited code; the
+    command hands it to the stage (`eraselab --code`), which records it in the outputs' provenance."""
+    return lambda w: plan.job_code(config, rule, **dict(w))
+
+
+def flags(*names):
+    """A params function: `--name PATH` for each optional input a job has."""
+    return lambda w, input: " ".join(f"--{n} {input[n]}" for n in names if n in input.keys() and input[n])
 
 
 def finish_rules(workflow):
-    """Run after every rule is defined. Snakemake's `code` trigger compares the command text it
-    records for a rule, which does not change when the eraselab code the command calls does; so
-    add to each eraselab command a comment with the fingerprint of the modules its stage runs
-    (eraselab.fingerprint). Also check that `resources:` names only rules."""
+    """Run after every rule is defined: each rule that runs eraselab runs its planned command and hands
+    over its code fingerprint; `resources:` names only rules."""
     for r in workflow.rules:
-        stage = fingerprint.stage_of(r.shellcmd) if r.shellcmd else None
-        if stage:
-            CODE[r.name] = fingerprint.code_fingerprint(stage)
-            r.shellcmd = f"{r.shellcmd}  # eraselab {stage} code {CODE[r.name]}"
+        if r.shellcmd and r.shellcmd.startswith("eraselab "):
+            expected = f"--code {{params.code}} {plan.command(r.name)} "
+            if expected not in r.shellcmd:
+                raise WorkflowError(f"rule {r.name}: its command must run `eraselab ... {expected}...` "
+                                    f"(plan.command names the stage a rule runs)")
     unknown = set(config["resources"]) - {"default"} - {r.name for r in workflow.rules}
     if unknown:
         raise WorkflowError(f"invalid config: resources: {', '.join(sorted(unknown))} is not a rule; "

@@ -7,13 +7,14 @@ rule erase:
         meta=layout.DELTA.replace(".safetensors", ".json"),
     params:
         spec=spec(plan.erase_spec),
+        code=code("erase"),
         lineage=lineage("erase"),
-        mask=lambda w, input: f"--mask {input.mask}" if "mask" in input.keys() else "",
+        mask=flags("mask"),
     threads: threads_of("erase")
     resources:
         **resources_of("erase"),
     log:
         "logs/erase/{model}/{target}/{prune}/{method}.log",
     shell:
-        "eraselab --threads {threads} erase --base {input.base} {params.mask} --spec {params.spec:q} "
+        "eraselab --threads {threads} --code {params.code} erase --base {input.base} {params.mask} --spec {params.spec:q} "
         "--out {output.delta} > {log} 2>&1"

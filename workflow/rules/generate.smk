@@ -7,8 +7,9 @@ rule generate:
         meta=expand(layout.IMAGES.replace(".tar", ".json"), promptset=PROMPT_SETS, allow_missing=True),
     params:
         spec=spec(plan.generate_spec),
+        code=code("generate"),
         lineage=lineage("generate"),
-        delta=lambda w, input: f"--delta {input.delta}" if "delta" in input.keys() else "",
+        delta=flags("delta"),
         prompts=lambda w: " ".join(f"{ps}={config['concepts'][ps]['prompts']}" for ps in PROMPT_SETS),
         images=lambda w, output: " ".join(f"{ps}={p}" for ps, p in zip(PROMPT_SETS, output.images)),
     threads: threads_of("generate")
@@ -17,5 +18,5 @@ rule generate:
     log:
         "logs/generate/{model}/{variant}.log",
     shell:
-        "eraselab --threads {threads} generate --base {input.base} {params.delta} --spec {params.spec:q} "
+        "eraselab --threads {threads} --code {params.code} generate --base {input.base} {params.delta} --spec {params.spec:q} "
         "--prompts {params.prompts} --images {params.images} > {log} 2>&1"

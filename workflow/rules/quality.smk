@@ -7,13 +7,14 @@ rule generate_neutral:
         meta=layout.NEUTRAL_IMAGES.replace(".tar", ".json"),
     params:
         spec=spec(plan.generate_spec),
+        code=code("generate_neutral"),
         lineage=lineage("generate_neutral"),
-        delta=lambda w, input: f"--delta {input.delta}" if "delta" in input.keys() else "",
+        delta=flags("delta"),
     threads: 1
     log:
         "logs/generate_neutral/{model}/{variant}.log",
     shell:
-        "eraselab --threads {threads} generate --base {input.base} {params.delta} --spec {params.spec:q} "
+        "eraselab --threads {threads} --code {params.code} generate --base {input.base} {params.delta} --spec {params.spec:q} "
         "--prompts neutral={input.prompts} --images neutral={output.images} > {log} 2>&1"
 
 
@@ -25,10 +26,11 @@ rule quality:
         layout.QUALITY,
     params:
         spec=spec(plan.quality_spec),
+        code=code("quality"),
         lineage=lineage("quality"),
     threads: 1
     log:
         "logs/quality/{model}/{variant}.log",
     shell:
-        "eraselab --threads {threads} quality --base {input.base} --images {input.images} "
+        "eraselab --threads {threads} --code {params.code} quality --base {input.base} --images {input.images} "
         "--reference {input.reference} --spec {params.spec:q} --out {output} > {log} 2>&1"

@@ -21,6 +21,7 @@ rule report:
         if plan.attack_report_outputs(config) else [],
     params:
         spec=lambda w: json.dumps(plan.report_spec(config), sort_keys=True),
+        code=code("report"),
         lineage=lineage("report"),
         out=layout.REPORT,
     threads: threads_of("report")
@@ -29,4 +30,4 @@ rule report:
     log:
         "logs/report.log",
     shell:
-        "eraselab report --spec {params.spec:q} --out {params.out} > {log} 2>&1"
+        "eraselab --code {params.code} report --spec {params.spec:q} --out {params.out} > {log} 2>&1"

@@ -8,6 +8,7 @@ rule score:
         rates=layout.RATES,
     params:
         spec=spec(plan.score_spec),
+        code=code("score"),
         lineage=lineage("score"),
         images=lambda w, input: " ".join(f"{ps}={p}" for ps, p in zip(PROMPT_SETS, input.images)),
     threads: threads_of("score")
@@ -16,5 +17,5 @@ rule score:
     log:
         "logs/score/{model}/{variant}.log",
     shell:
-        "eraselab --threads {threads} score --base {input.base} --spec {params.spec:q} "
+        "eraselab --threads {threads} --code {params.code} score --base {input.base} --spec {params.spec:q} "
         "--images {params.images} --scores {output.scores} --rates {output.rates} > {log} 2>&1"

@@ -1,16 +1,10 @@
-"""What attacks share: token vocabularies, soft-token machinery, prompt encoding, the adversarial set.
+"""What attacks share: token vocabularies, soft-token machinery, prompt ids, the diffusion loss's inputs.
 
 An attack turns each row of a concept's prompt set into an adversarial
-conditioning for the model. Whatever the attack, the result is an
-``AdversarialSet``: token ids per row (77, CLIP's layout), optionally new token
-vectors that ids past the vocabulary refer to (textual inversion), or the
-text-encoder output itself (embedding-space attacks). ``conditioning`` turns it
-into the ``prompt_embeds`` the generation stage feeds the pipeline, through the
-attacked model's own text encoder.
+conditioning for the model, an ``AdversarialSet`` (``adversarial.py``).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 from functools import lru_cache
@@ -29,23 +23,6 @@ class AttackInputs:
     generation: dict | None = None         # steps, batch_size: how success is checked while attacking
     pairs: pd.DataFrame | None = None      # prompt / prompt_without (Ring-A-Bell's concept vector)
     base_unet: torch.nn.Module | None = None  # the unerased UNet (P4D-style attacks)
-
-
-@dataclasses.dataclass
-class AdversarialSet:
-    """One adversarial conditioning per prompt row."""
-    input_ids: torch.Tensor                       # N x 77 int64; ids >= vocab size index new_tokens
-    prompts: list[str]                            # readable text of each row's adversarial prompt
-    new_tokens: torch.Tensor | None = None        # M x D token-embedding vectors (textual inversion)
-    prompt_embeds: torch.Tensor | None = None     # N x 77 x D' text-encoder outputs, used as they are
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        out = {"input_ids": self.input_ids}
-        if self.new_tokens is not None:
-            out["new_tokens"] = self.new_tokens
-        if self.prompt_embeds is not None:
-            out["prompt_embeds"] = self.prompt_embeds
-        return {k: v.detach().cpu().contiguous() for k, v in out.items()}
 
 
 def generator(*keys: int) -> torch.Generator:
@@ -163,57 +140,6 @@ def decode(tokenizer, ids, new_token_names: list[str] = ()) -> str:
     return " ".join(w.strip() for w in words if w.strip())
 
 
-@contextlib.contextmanager
-def token_embeddings(text_encoder, embeds: torch.Tensor):
-    """Run the text encoder on these token embeddings (B x 77 x D) instead of the ids' own.
-
-    A hook replaces the token-embedding layer's output, so position embeddings,
-    the causal mask and EOS pooling stay the text encoder's own, whatever the
-    transformers version.
-    """
-    handle = text_encoder.get_input_embeddings().register_forward_hook(lambda module, args, out: embeds)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-def embed_ids(text_encoder, input_ids: torch.Tensor, new_tokens: torch.Tensor | None = None) -> torch.Tensor:
-    """Token embeddings of ids, where ids past the vocabulary take rows of ``new_tokens``."""
-    table = text_encoder.get_input_embeddings().weight
-    vocab = table.shape[0]
-    embeds = table[input_ids.clamp_max(vocab - 1)]
-    if new_tokens is not None and (input_ids >= vocab).any():
-        extra = input_ids >= vocab
-        embeds = torch.where(extra[..., None], new_tokens[(input_ids - vocab).clamp_min(0)].to(embeds.dtype), embeds)
-    return embeds
-
-
-def encode(text_encoder, input_ids: torch.Tensor, embeds: torch.Tensor | None = None) -> torch.Tensor:
-    """The text encoder's last hidden states (B x 77 x D'), as the pipeline conditions the UNet."""
-    input_ids = input_ids.to(text_encoder.device)
-    if embeds is None:
-        return text_encoder(input_ids)[0]
-    # new tokens have no row in the table the layer looks up before the hook replaces its output
-    vocab = text_encoder.get_input_embeddings().num_embeddings
-    lookup = torch.where(input_ids < vocab, input_ids, torch.zeros_like(input_ids))
-    with token_embeddings(text_encoder, embeds.to(text_encoder.device, text_encoder.dtype)):
-        return text_encoder(lookup)[0]
-
-
-@torch.no_grad()
-def conditioning(pipe, adv: AdversarialSet, batch_size: int = 256) -> torch.Tensor:
-    """prompt_embeds (N x 77 x D') for the pipeline: the adversarial set through this model's text encoder."""
-    if adv.prompt_embeds is not None:
-        return adv.prompt_embeds.to(pipe.device, pipe.text_encoder.dtype)
-    out = []
-    for i in range(0, len(adv.input_ids), batch_size):
-        ids = adv.input_ids[i:i + batch_size].to(pipe.device)
-        new = adv.new_tokens.to(pipe.device) if adv.new_tokens is not None else None
-        out.append(encode(pipe.text_encoder, ids, embed_ids(pipe.text_encoder, ids, new)))
-    return torch.cat(out)
-
-
 def prompt_ids(tokenizer, prompts: list[str]) -> torch.Tensor:
     """N x 77 ids exactly as the pipeline tokenizes prompts."""
     return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
@@ -235,13 +161,6 @@ def noised(pipe, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torc
     """x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps on the model's own training schedule."""
     a = pipe.scheduler.alphas_cumprod.to(x0.device)[t.to(x0.device)].view(-1, 1, 1, 1).to(x0.dtype)
     return a.sqrt() * x0 + (1 - a).sqrt() * noise
-
-
-def check_finite(loss: torch.Tensor, attack: str, step: int) -> None:
-    from ..runtime import DivergenceError
-    if not torch.isfinite(loss).all():
-        raise DivergenceError(f"{attack} diverged at step {step}: loss is {loss.detach().flatten()[0].item()}; "
-                                 f"lower the learning rate (nothing was saved)")
 
 
 def detected(pipe, prompt_embeds: torch.Tensor, rows: pd.DataFrame, detector, generation: dict) -> np.ndarray:

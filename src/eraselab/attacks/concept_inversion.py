@@ -16,8 +16,9 @@ from __future__ import annotations
 import torch
 
 from ..checkpoint import Checkpointer
-from .common import (AdversarialSet, AttackInputs, check_finite, decode, embed_ids, encode, generator,
-                     layout_ids, noised, reference_latents, token_ids)
+from ..runtime import check_finite
+from ..adversarial import AdversarialSet, embed_ids, encode
+from .common import AttackInputs, decode, generator, layout_ids, noised, reference_latents, token_ids
 
 
 def template_ids(tokenizer, template: str, prompt: str, new_id: int) -> list[int]:

@@ -25,8 +25,10 @@ import numpy as np
 import torch
 
 from ..checkpoint import Checkpointer
-from .common import (AdversarialSet, AttackInputs, check_finite, conditioning, decode, detected, encode,
-                     generator, layout_ids, noised, prompt_ids, reference_latents, token_ids, vocabulary)
+from ..runtime import check_finite
+from ..adversarial import AdversarialSet, conditioning, encode
+from .common import (AttackInputs, decode, detected, generator, layout_ids, noised, prompt_ids, reference_latents,
+                     token_ids, vocabulary)
 
 
 def timestep_schedule(n: int, total: int = 1000) -> list[int]:

@@ -25,7 +25,8 @@ import pandas as pd
 import torch
 
 from ..checkpoint import Checkpointer
-from .common import AdversarialSet, AttackInputs, decode, encode, layout_ids, numpy_rng, prompt_ids, vocabulary
+from ..adversarial import AdversarialSet, encode
+from .common import AttackInputs, decode, layout_ids, numpy_rng, prompt_ids, vocabulary
 
 
 @torch.no_grad()

@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 
 from ..checkpoint import Checkpointer
-from .common import AdversarialSet, AttackInputs, project_simplex, sample_one_hot
+from ..adversarial import AdversarialSet
+from .common import AttackInputs, project_simplex, sample_one_hot
 from .prefix import prefix_attack, timestep_schedule  # noqa: F401 (the schedule is part of this attack)
 
 

@@ -9,6 +9,7 @@ they are configuration (``ArchConfig``), never a branch in the stage code.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,16 @@ def build_scheduler():
     return DDIMScheduler(**sd_noise_schedule())
 
 
+def assemble_pipeline(vae, text_encoder, tokenizer, unet, scheduler=None):
+    """A diffusers StableDiffusionPipeline from components (no safety checker: we measure, not filter)."""
+    from diffusers import StableDiffusionPipeline
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler or build_scheduler(), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def build_random_pipeline(a: ArchConfig, out_dir, seed: int = 0) -> None:
     """A randomly initialised SD-architecture pipeline of shapes ``a``, saved as a diffusers directory.
 
@@ -97,8 +108,31 @@ def build_random_pipeline(a: ArchConfig, out_dir, seed: int = 0) -> None:
     import torch
 
     from ..tokenizer import build_clip_tokenizer
-    from .train import assemble_pipeline
     torch.manual_seed(seed)
     pipe = assemble_pipeline(build_vae(a), build_text_encoder(a), build_clip_tokenizer(out_dir / "tokenizer"),
                              build_unet(a), build_scheduler())
     pipe.save_pretrained(out_dir, safe_serialization=True)
+
+
+def build_random(architecture: str, out_dir: str | Path, seed: int, image_size: int | None = None) -> None:
+    """Random weights with the shapes of ``architecture`` (``sd14``, ``conceptworld``), as a diffusers directory.
+
+    ``image_size`` changes the default resolution the pipeline samples at, never a
+    weight shape, so SD-v1.4-shaped weights can run at 64 px on a CPU.
+    """
+    from ..artifacts import atomic_path, write_json, write_manifest
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; allowed: {', '.join(ARCHITECTURES)}")
+    arch = ARCHITECTURES[architecture]
+    if image_size:
+        arch = dataclasses.replace(arch, image_size=image_size)
+    with atomic_path(out_dir, directory=True) as tmp:
+        build_random_pipeline(arch, tmp, seed)
+        write_json(tmp / "eraselab_source.json", {"source": "random", "architecture": architecture,
+                                                  "image_size": arch.image_size, "seed": seed})
+        write_manifest(tmp)
+
+
+def prepare(spec: dict, out, weights=None) -> None:
+    """The ``random`` model source (eraselab.models.SOURCES)."""
+    build_random(spec["architecture"], out, spec["seed"], spec.get("image_size"))

@@ -4,12 +4,11 @@ Each pair is a caption that names the concept and the same caption with the
 concept's words taken out ("a blue cross after dusk" / "a blue cross"), like
 Ring-A-Bell's nudity pairs ("naked women in the apartment" / "women in the
 apartment"). The shipped files under data/prompts/conceptworld/pairs are
-exactly what ``write_pair_sets`` produces (a test checks it).
+exactly what ``prompts.write_pair_sets`` produces (a test checks it).
 """
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -52,7 +51,3 @@ def pair_set(world: World, concept: str, n: int, seed: int) -> pd.DataFrame:
         rows.append({"prompt": text, "prompt_without": without(world, concept, text)})
     return pd.DataFrame(rows)
 
-
-def write_pair_sets(out_dir: str | Path, n: int = 40, seed: int = 0, world: World | None = None) -> list[Path]:
-    from .prompts import write_per_concept
-    return write_per_concept(out_dir, pair_set, n, seed, world)

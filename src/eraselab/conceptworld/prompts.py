@@ -57,6 +57,12 @@ def write_prompt_sets(out_dir: str | Path, n: int = 40, seed: int = 0, world: Wo
     return write_per_concept(out_dir, prompt_set, n, seed, world)
 
 
+def write_pair_sets(out_dir: str | Path, n: int = 40, seed: int = 0, world: World | None = None) -> list[Path]:
+    """Ring-A-Bell's paired prompts, with and without each concept (``pairs.pair_set``)."""
+    from .pairs import pair_set
+    return write_per_concept(out_dir, pair_set, n, seed, world)
+
+
 def neutral_prompt_set(world: World, n: int, seed: int) -> pd.DataFrame:
     """Captions of random scenes, as the model was trained on: ConceptWorld's COCO captions, the
     neutral prompts on which preservation (CLIP score, FID against the base model) is measured."""
@@ -88,7 +94,6 @@ def write_validation_sets(out_dir: str | Path, world: World | None = None) -> li
 def write_shipped_prompts(out_dir: str | Path = "data/prompts/conceptworld", world: World | None = None) -> None:
     """Every prompt file the repo ships for ConceptWorld: evaluation, validation, neutral and
     Ring-A-Bell pair sets (`make prompts`; rerun after changing the world)."""
-    from .pairs import write_pair_sets
     out_dir = Path(out_dir)
     write_prompt_sets(out_dir, world=world)
     write_validation_sets(out_dir / "validation", world=world)

@@ -12,20 +12,22 @@ prompt asked for.
 from __future__ import annotations
 
 import copy
-import shutil
 import dataclasses
 import itertools
 import math
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import Checkpointer
+from ..artifacts import atomic_path, write_json, write_manifest
+from ..checkpoint import Checkpointer, checkpoint_dir_for
 from ..generate import generate_images
-from ..runtime import DivergenceError, progress
-from .architecture import ArchConfig, build_scheduler, build_text_encoder, build_unet, build_vae
+from ..runtime import check_finite, progress, stage
+from .architecture import ArchConfig, assemble_pipeline, build_scheduler, build_text_encoder, build_unet, build_vae
 from .captions import caption, prompt_for
 from .classifier import accuracy, predict, train_classifier
 from .world import ATTRIBUTES, World, render_batch, world_to_dict
@@ -116,7 +118,7 @@ def train_vae(vae, images: np.ndarray, s: TrainSettings, ckpt: Checkpointer) -> 
         x = to_pixels(images[torch.randint(len(images), (s.vae_batch,), generator=g).numpy()])
         error = vae.decode(vae.encode(x).latent_dist.mean).sample - x
         loss = error.abs().mean() + error.pow(2).mean()
-        check_finite(loss, "VAE", step, "vae_lr")
+        check_finite(loss, "ConceptWorld VAE training", step, diverged("vae_lr"))
         for group in opt.param_groups:
             group["lr"] = _lr(step, s.vae_steps, s.vae_lr, warmup=40)
         opt.zero_grad()
@@ -191,7 +193,7 @@ def train_denoiser(unet, text_encoder, latents, scale: float, ids, empty_ids, sc
         pred = unet(scheduler.add_noise(z, noise, t), t, text_encoder(tok)[0]).sample
         per_sample = (pred - noise).pow(2).mean(dim=(1, 2, 3))
         loss = (per_sample * min_snr_weights(scheduler, t, s.min_snr_gamma)).mean()
-        check_finite(loss, "UNet+text", step, "unet_lr")
+        check_finite(loss, "ConceptWorld UNet+text training", step, diverged("unet_lr"))
         for group in opt.param_groups:
             group["lr"] = _lr(step, s.unet_steps, s.unet_lr, s.warmup_steps)
         opt.zero_grad()
@@ -210,10 +212,9 @@ def train_denoiser(unet, text_encoder, latents, scale: float, ids, empty_ids, sc
     return ema_unet, ema_text
 
 
-def check_finite(loss: torch.Tensor, phase: str, step: int, lr_key: str) -> None:
-    if not torch.isfinite(loss):
-        raise DivergenceError(f"ConceptWorld {phase} training diverged at step {step}: loss is {loss.item()}; "
-                              f"lower conceptworld.{lr_key} (nothing was saved; earlier phases' checkpoints are kept)")
+def diverged(lr_key: str) -> str:
+    """What to do when a training phase diverges (runtime.check_finite's advice)."""
+    return f"lower conceptworld.{lr_key}; earlier phases' checkpoints are kept"
 
 
 def latent_scale(latents) -> float:
@@ -237,19 +238,8 @@ def measure_quality(pipe, classifier, world: World, s: TrainSettings) -> dict:
             "examples": images[:64]}
 
 
-def assemble_pipeline(vae, text_encoder, tokenizer, unet, scheduler=None):
-    """A diffusers StableDiffusionPipeline from components (no safety checker: we measure, not filter)."""
-    from diffusers import StableDiffusionPipeline
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler or build_scheduler(), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def train(out_dir: Path, s: TrainSettings, arch: ArchConfig, world: World, ckpt_dir: Path) -> dict:
     """Train classifier, VAE and UNet+text encoder; write everything to out_dir; return the quality bars."""
-    from ..artifacts import write_json
     from ..tokenizer import build_clip_tokenizer
     from .classifier import save_classifier
 
@@ -294,3 +284,40 @@ def train(out_dir: Path, s: TrainSettings, arch: ArchConfig, world: World, ckpt_
     save_classifier(classifier, world, out_dir / "classifier")
     write_json(out_dir / "world.json", world_to_dict(world))
     return quality, examples
+
+
+# --- the train_conceptworld stage: config slice -> trained weights directory with its quality record
+
+CLASSIFIER_BAR, GENERATION_BAR = 0.95, 0.80
+
+
+def settings_from_spec(spec: dict) -> tuple[TrainSettings, ArchConfig]:
+    arch = dict(spec.get("architecture", {}))
+    for key in ("vae_channels", "unet_channels"):
+        if key in arch:
+            arch[key] = tuple(arch[key])
+    names = {f.name for f in dataclasses.fields(TrainSettings)}
+    s = TrainSettings(**{k: v for k, v in spec.items() if k in names})
+    return s, ArchConfig(**arch)
+
+
+def run(out: str | Path, spec: dict) -> dict:
+    from PIL import Image
+
+    from ..imagesets import grid
+    settings, arch = settings_from_spec(spec)
+    with stage("train_conceptworld", spec, settings.seed) as run_info:
+        with atomic_path(out, directory=True) as tmp:
+            quality, examples = train(tmp, settings, arch, World(), checkpoint_dir_for(out))
+            quality["bars"] = {
+                f"classifier_accuracy >= {CLASSIFIER_BAR}": quality["classifier_accuracy"]["all"] >= CLASSIFIER_BAR,
+                f"generation_all_attributes >= {GENERATION_BAR}": quality["generation_all_attributes"] >= GENERATION_BAR}
+            quality["provenance"] = run_info.record()
+            quality["architecture"] = dataclasses.asdict(arch)
+            write_json(tmp / "quality.json", quality)
+            Image.fromarray(grid(examples)).save(tmp / "examples.png")
+            write_manifest(tmp)
+        shutil.rmtree(checkpoint_dir_for(out), ignore_errors=True)  # complete: checkpoints no longer needed
+        if not all(quality["bars"].values()):
+            print(f"[train_conceptworld] WARNING: quality bars missed: {quality['bars']}", file=sys.stderr)
+    return quality

@@ -3,20 +3,17 @@
 All methods work on a diffusers ``StableDiffusionPipeline`` and nothing else,
 so the same function erases from ConceptWorld's tiny UNet and from SD v1.4.
 They return the tensors they changed (keys prefixed ``unet.`` / ``text_encoder.``);
-the erase stage saves them as a delta.
+the erase stage (``stage.py``) saves them as a delta. ``METHODS`` names where
+each lives; a job imports only its own (``eraselab.registry``).
 """
 from __future__ import annotations
 
-from typing import Callable
+METHODS = {"esd": "eraselab.erase.esd:esd", "all-but-one": "eraselab.erase.abo:all_but_one",
+           "uce": "eraselab.erase.uce:uce", "rece": "eraselab.erase.rece:rece",
+           "identity": "eraselab.erase.identity:identity"}
 
-from .abo import all_but_one
-from .common import Concept, DivergenceError, select_parameters
-from .esd import esd
-from .identity import identity
-from .rece import rece
-from .uce import uce
 
-ALGORITHMS: dict[str, Callable] = {"esd": esd, "all-but-one": all_but_one, "uce": uce, "rece": rece,
-                                 "identity": identity}
-
-__all__ = ["ALGORITHMS", "Concept", "DivergenceError", "select_parameters"]
+def method(algorithm: str):
+    """The erasure function of an algorithm name (imported now)."""
+    from ..registry import load
+    return load(METHODS, algorithm, "erasure algorithm")

@@ -1,4 +1,4 @@
-"""What erasure methods share: the concept they erase, parameter sets, text encoding."""
+"""What erasure methods share: the concept they erase, and which parameters they train."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,7 +6,6 @@ import re
 
 import torch
 
-from ..runtime import DivergenceError  # noqa: F401 (raised here; defined without torch for the CLI)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,16 +61,3 @@ def cross_attention_kv(unet: torch.nn.Module) -> list[str]:
     """Names of every cross-attention key and value projection weight (UCE/RECE edit these)."""
     return [n for n in select_parameters(unet, "xattn-strict") if n.endswith(".weight")]
 
-
-@torch.no_grad()
-def encode_prompts(pipe, prompts: list[str]) -> torch.Tensor:
-    """Text-encoder hidden states, N x 77 x D, exactly as the pipeline conditions the UNet."""
-    embeds, _ = pipe.encode_prompt(prompts, device=pipe.device, num_images_per_prompt=1,
-                                   do_classifier_free_guidance=False)
-    return embeds
-
-
-def check_finite(loss: torch.Tensor, method: str, step: int) -> None:
-    if not torch.isfinite(loss):
-        raise DivergenceError(f"{method} diverged at step {step}: loss is {loss.item()}; "
-                              f"lower the learning rate (nothing was saved)")

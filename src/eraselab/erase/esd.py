@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from ..checkpoint import Checkpointer
-from .common import Concept, encode_prompts
+from ..models import encode_prompts
+from .common import Concept
 from .finetune import Objective, finetune, frozen_copy, predict
 
 

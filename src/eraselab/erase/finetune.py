@@ -26,7 +26,8 @@ from typing import Callable, Sequence
 import torch
 
 from ..checkpoint import Checkpointer
-from .common import check_finite, select_parameters
+from ..runtime import check_finite
+from .common import select_parameters
 
 # teacher(x_t, t, which) -> targets from the frozen UNet for erase prompt `which`
 Teacher = Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, ...]]

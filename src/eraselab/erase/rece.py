@@ -25,6 +25,7 @@ from ..checkpoint import Checkpointer
 from .closed_form import edit_operator, solve_embedding
 from .common import Concept
 from .uce import CrossAttentionKV, Encodings, uce_edit, uce_prompts
+from .validation import Validator
 
 PRESET_KEYS = ("regular_scale", "epochs")
 
@@ -67,12 +68,16 @@ def erase_embeddings(kv: CrossAttentionKV, enc: Encodings, adv: torch.Tensor, co
 
 def rece(pipe, concept: Concept, params: dict, seed: int, progress=None,
          ckpt: Checkpointer | None = None, masks: dict[str, torch.Tensor] | None = None,
-         validator: Callable | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+         validator: Callable | None = None, validation: dict | None = None,
+         model_dir=None) -> tuple[dict[str, torch.Tensor], dict]:
     """UCE, then ``epochs`` rounds of derive-and-erase; keeps the state with the lowest validation rate.
 
-    ``validator(pipe) -> rate`` scores the concept on its validation prompts; without
-    one, the last epoch is kept (and the record says so). Deterministic: no sampling.
+    ``validator(pipe) -> rate`` scores the concept on its validation prompts (or is built from
+    ``validation``, the erase stage's spec, and the base ``model_dir``); without one, the last
+    epoch is kept (and the record says so). Deterministic: no sampling.
     """
+    if validator is None and validation is not None:
+        validator = Validator.from_spec(validation, model_dir)
     p = resolve(params, concept.type)
     kv = CrossAttentionKV(pipe, with_gram=p["epochs"] > 0, masks=masks)
     enc = Encodings(pipe, uce_prompts(concept, p["uce"]) + rece_prompts(concept))

@@ -8,9 +8,8 @@ from ..delta import save_delta
 from ..models import load_pipeline
 from ..prune.masks import apply_mask, load_mask, masked_tensors
 from ..runtime import progress, stage
-from . import ALGORITHMS
+from . import method as erasure_method
 from .common import Concept
-from .validation import Validator
 
 
 def run(base: str | Path, out: str | Path, spec: dict, mask: str | Path | None = None) -> None:
@@ -20,7 +19,7 @@ def run(base: str | Path, out: str | Path, spec: dict, mask: str | Path | None =
     keeps them at zero, and the delta holds them too: base + delta is the pruned, erased model.
 
     Methods that select among their states on a validation set (RECE) also get
-    ``spec["validation"]``: {prompts, detector, generation}; see plan.erase_spec.
+    ``validation``: {prompts, detector, generation} (plan.erase_spec), and the base model's directory.
     """
     method, seed = spec["method"], spec["seed"]
     concept = Concept.from_config(spec["concept"]["name"], spec["concept"])
@@ -33,11 +32,10 @@ def run(base: str | Path, out: str | Path, spec: dict, mask: str | Path | None =
             extra["masks"] = pruning.keep(pipe.device)
         ckpt = Checkpointer(checkpoint_dir_for(out), spec, method.get("checkpoint_every", 100))
         bar = progress(method.get("iterations"), f"erase {concept.name} with {spec['method_name']}")
-        validator = Validator.from_spec(spec.get("validation"), base)
-        if validator is not None:
-            extra["validator"] = validator
-        tensors, record = ALGORITHMS[method["algorithm"]](pipe, concept, method, seed, progress=bar, ckpt=ckpt,
-                                                          **extra)
+        if "validation" in spec:
+            extra.update(validation=spec["validation"], model_dir=base)
+        tensors, record = erasure_method(method["algorithm"])(pipe, concept, method, seed, progress=bar,
+                                                              ckpt=ckpt, **extra)
         bar.close()
         if pruning is not None:   # whatever the method did, pruned weights stay zero
             apply_mask(pipe, pruning)

@@ -22,7 +22,8 @@ import torch
 
 from ..checkpoint import Checkpointer
 from .closed_form import edit_operator, gram, guided_edit
-from .common import Concept, cross_attention_kv, encode_prompts
+from ..models import encode_prompts
+from .common import Concept, cross_attention_kv
 
 TOKEN_CHOICES = ("subject_to_end", "last_subject")
 

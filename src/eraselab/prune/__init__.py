@@ -12,4 +12,5 @@ generation and attacks see the pruned-and-erased model through the delta alone.
 """
 from __future__ import annotations
 
-ALGORITHMS = ("wanda", "attribution", "learned")
+KINDS = {"wanda": "eraselab.prune.wanda:prune", "attribution": "eraselab.prune.guided:prune",
+         "learned": "eraselab.prune.learned:prune"}   # each imported only by the jobs that use it

@@ -42,3 +42,11 @@ def neuron_mask(unet, neurons: pd.DataFrame) -> Mask:
         else:
             b[idx, :] = True     # an output row of the projection
     return Mask.from_bool(pruned)
+
+
+def prune(pipe, spec: dict, pairs=None, attribution=None):
+    """The prune stage's ``attribution`` kind: the top neurons of the base model's attribution table."""
+    p = spec["pruning"]
+    neurons = top_neurons(pd.read_parquet(attribution), p["sites"], p["ratio"], p["score"])
+    return neuron_mask(pipe.unet, neurons), {
+        "attribution": str(attribution), "neurons": {s: int(n) for s, n in neurons["site"].value_counts().items()}}

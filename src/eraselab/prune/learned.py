@@ -19,8 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .masks import Mask
-from .wanda import linear_layers
+from .masks import Mask, linear_layers
 
 
 class ScoredMask(nn.Module):
@@ -55,3 +54,15 @@ def learned_mask(pipe, concept, p: dict, seed: int, progress=None) -> tuple[Mask
         for _, module in layers:
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
     return Mask.from_bool(pruned), {"losses": record["losses"], "layers": [n for n, _ in layers]}
+
+
+def prune(pipe, spec: dict, pairs=None, attribution=None):
+    """The prune stage's ``learned`` kind (P-ESD): a mask trained on the concept's erase prompts."""
+    from ..erase.common import Concept
+    from ..runtime import progress
+    p = spec["pruning"]
+    concept = Concept.from_config(spec["concept"]["name"], spec["concept"])
+    bar = progress(p["objective"]["iterations"], f"learn a mask for {concept.name} ({spec['pruning_name']})")
+    mask, record = learned_mask(pipe, concept, p, spec["seed"], progress=bar)
+    bar.close()
+    return mask, record

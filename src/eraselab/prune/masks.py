@@ -113,3 +113,16 @@ def load_mask(path: str | Path) -> tuple[Mask, dict]:
     tensors = load_file(str(path))
     return Mask({k.removeprefix(PREFIX): v for k, v in tensors.items()},
                 {k.removeprefix(PREFIX): tuple(s) for k, s in meta["shapes"].items()}), meta
+
+
+# parameter set -> module name suffixes of the linear layers pruned (the input X is hooked)
+PRUNED_LAYERS = {"ffn": ("ff.net.2",), "xattn-kv": ("attn2.to_k", "attn2.to_v"),
+                  "ffn+xattn-kv": ("ff.net.2", "attn2.to_k", "attn2.to_v")}
+
+
+def linear_layers(unet, parameters: str) -> list[tuple[str, torch.nn.Linear]]:
+    suffixes = PRUNED_LAYERS[parameters]
+    layers = [(n, m) for n, m in unet.named_modules() if any(n.endswith("." + s) for s in suffixes)]
+    if not layers:
+        raise ValueError(f"parameter set {parameters!r} matches no layer of this UNet")
+    return layers

@@ -49,10 +49,10 @@ def markdown(df: pd.DataFrame) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def run(spec: dict, out_dir: str | Path) -> None:
+def run(spec: dict, out: str | Path) -> None:
     """spec: {summary, attacks (or null), masks: [...], attributions: [...]}; writes pruning.csv and .md."""
     from ..runtime import stage
-    out_dir = Path(out_dir)
+    out_dir = Path(out)
     with stage("prune_report", spec):
         attacks = pd.read_csv(spec["attacks"]) if spec.get("attacks") else None
         df = pruning_table(pd.read_csv(spec["summary"]), attacks, spec["masks"], spec["attributions"])

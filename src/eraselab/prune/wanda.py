@@ -12,21 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from ..attribution import Recorder, record
-from .masks import Mask
-
-# parameter set -> module name suffixes of the linear layers pruned (the input X is hooked)
-PARAMETER_SETS = {"ffn": ("ff.net.2",), "xattn-kv": ("attn2.to_k", "attn2.to_v"),
-                  "ffn+xattn-kv": ("ff.net.2", "attn2.to_k", "attn2.to_v")}
-
-
-def linear_layers(unet, parameters: str) -> list[tuple[str, torch.nn.Linear]]:
-    suffixes = PARAMETER_SETS[parameters]
-    layers = [(n, m) for n, m in unet.named_modules() if any(n.endswith("." + s) for s in suffixes)]
-    if not layers:
-        raise ValueError(f"parameter set {parameters!r} matches no layer of this UNet")
-    return layers
-
+from ..attribute.hooks import Recorder, record
+from ..models import encode_prompts
+from ..prompts import concept_pairs
+from .masks import Mask, linear_layers
 
 def top_k_per_row(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Boolean mask of the k largest entries of each row (ties: the lower column index)."""
@@ -64,3 +53,14 @@ def wanda_mask(pipe, concept_cond, neutral_cond, seeds, guidances, p: dict) -> t
             pruned[f"{n}.weight"] |= s
         per_step.append(new)
     return Mask.from_bool(pruned), {"new_weights_per_step": per_step, "layers": [n for n, _ in layers]}
+
+
+def prune(pipe, spec: dict, pairs=None, attribution=None):
+    """The prune stage's ``wanda`` kind: a mask from the concept's prompts and their matched neutral ones."""
+    p = spec["pruning"]
+    frame = concept_pairs(pairs, p["max_prompts"])
+    seeds = [spec["seed"] * 100_003 + i for i in range(len(frame))]
+    guid = [spec["guidance"]] * len(frame)
+    mask, record = wanda_mask(pipe, encode_prompts(pipe, frame["prompt"].tolist()),
+                              encode_prompts(pipe, frame["prompt_without"].tolist()), seeds, guid, p)
+    return mask, {**record, "pairs": str(pairs), "prompts": len(frame)}

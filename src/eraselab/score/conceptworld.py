@@ -1,4 +1,4 @@
-"""ConceptWorld's exact scorer: the attribute classifier trained on the renders."""
+"""ConceptWorld's exact scorer, the attribute classifier trained on the renders, and its features for FID."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -46,3 +46,21 @@ class ConceptWorldDetector:
                 rows.append({"detected": labels[self.attribute][j] == self.value,
                              "score": float(prob[j]), **{f"pred_{a}": v[j] for a, v in labels.items()}})
         return pd.DataFrame(rows)
+
+
+class ConceptWorldFeatures:
+    """The penultimate features of ConceptWorld's attribute classifier (in the base model's directory)."""
+
+    def __init__(self, cfg: dict, model_dir: Path):
+        self.directory = Path(model_dir) / "classifier"
+        self.model, _ = load_classifier(self.directory)
+        self.batch_size = int(cfg.get("batch_size", 50))
+
+    def describe(self) -> dict:
+        return {"features": "conceptworld", "classifier": str(self.directory),
+                "dims": self.model.heads["shape"].in_features}
+
+    @torch.no_grad()
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return torch.cat([self.model.features(to_tensor(images[i:i + self.batch_size]))
+                          for i in range(0, len(images), self.batch_size)]).double().numpy()

@@ -177,34 +177,11 @@ class InceptionFeatures:
         return torch.cat(out).numpy()
 
 
-class ConceptWorldFeatures:
-    """The penultimate features of ConceptWorld's attribute classifier (in the base model's directory)."""
-
-    def __init__(self, cfg: dict, model_dir: Path):
-        from ..conceptworld.classifier import load_classifier
-        self.directory = Path(model_dir) / "classifier"
-        self.model, _ = load_classifier(self.directory)
-        self.batch_size = int(cfg.get("batch_size", 50))
-
-    def describe(self) -> dict:
-        return {"features": "conceptworld", "classifier": str(self.directory),
-                "dims": self.model.heads["shape"].in_features}
-
-    @torch.no_grad()
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        from ..conceptworld.classifier import to_tensor
-        return torch.cat([self.model.features(to_tensor(images[i:i + self.batch_size]))
-                          for i in range(0, len(images), self.batch_size)]).double().numpy()
-
-
-FEATURES = {"inception": InceptionFeatures, "conceptworld": ConceptWorldFeatures}
-
-
 def make_features(cfg: dict, model_dir: str | Path):
-    kind = cfg["features"]
-    if kind not in FEATURES:
-        raise ValueError(f"unknown FID features {kind!r}; allowed: {', '.join(FEATURES)}")
-    return FEATURES[kind](cfg, Path(model_dir))
+    """The feature extractor ``cfg["features"]`` names (eraselab.score.FEATURES)."""
+    from ..registry import load
+    from . import FEATURES
+    return load(FEATURES, cfg["features"], "FID features")(cfg, Path(model_dir))
 
 
 def fid(images_a: np.ndarray, images_b: np.ndarray, extractor) -> float:

@@ -8,9 +8,18 @@ model's images as reference, the base model scores 0 by construction.)
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
+
+# Each metric's code, imported only when the config enables it, so that a job's code fingerprint
+# (plan.job_modules) covers the metrics it computes and no other.
+METRICS = {"clip_score": "eraselab.score.clip", "fid": "eraselab.score.fid"}
+
+
+def metric(name: str):
+    return importlib.import_module(METRICS[name])
 
 
 def run(base: str | Path, images: str | Path, reference: str | Path, out: str | Path, spec: dict) -> None:
@@ -19,25 +28,21 @@ def run(base: str | Path, images: str | Path, reference: str | Path, out: str | 
     Images are streamed in batches, so 10k-image sets at 512 px need no more memory than one batch.
     """
     from ..artifacts import read_json, write_json
-    from ..imagesets import iter_image_batches, sidecar
+    from ..artifacts import sidecar
+    from ..imagesets import iter_image_batches
     from ..runtime import stage
     with stage("quality", spec) as run_info:
-        meta = read_json(sidecar(images, "json"))
+        meta = read_json(sidecar(images, ".json"))
         clip_cfg, fid_cfg = spec["clip_score"], spec["fid"]
-        clip = extractor = None
-        if clip_cfg["enabled"]:
-            from .clip import clip_from_config
-            clip = clip_from_config(clip_cfg)
-        if fid_cfg["features"] != "none":
-            from .fid import make_features
-            extractor = make_features(fid_cfg, base)
+        clip = metric("clip_score").clip_from_config(clip_cfg) if clip_cfg["enabled"] else None
+        extractor = metric("fid").make_features(fid_cfg, base) if fid_cfg["features"] != "none" else None
         batch = min(clip_cfg["batch_size"], fid_cfg["batch_size"])
         scores, feats, seeds, prompts = [], [], [], []
         for imgs, rows in iter_image_batches(images, batch):
             seeds += [int(x) for x in rows["evaluation_seed"]]
             if clip is not None:
-                from .clip import clip_scores
-                scores.append(clip_scores(clip, imgs, rows["prompt"].astype(str).tolist(), len(imgs)))
+                scores.append(metric("clip_score").clip_scores(clip, imgs, rows["prompt"].astype(str).tolist(),
+                                                               len(imgs)))
             if extractor is not None:
                 feats.append(extractor(imgs))
         result = {"model": spec["model"], "variant": spec["variant"], "n": len(seeds), "images": str(images),
@@ -54,7 +59,8 @@ def run(base: str | Path, images: str | Path, reference: str | Path, out: str | 
 def _fids(feats: np.ndarray, images, reference, meta: dict, cfg: dict, extractor) -> dict:
     """FID against the base model's images of the same prompts, and against real images if configured."""
     from ..imagesets import iter_image_batches
-    from .fid import features_of, fid_from_features, real_image_batches
+    fid = metric("fid")
+    features_of, fid_from_features, real_image_batches = fid.features_of, fid.fid_from_features, fid.real_image_batches
     out = {}
     if Path(images).resolve() == Path(reference).resolve():
         value = 0.0   # the base model against itself
@@ -70,12 +76,3 @@ def _fids(feats: np.ndarray, images, reference, meta: dict, cfg: dict, extractor
                               "n_real": len(real), "preprocessing": f"centre crop, bicubic resize to {width}x{height}",
                               **extractor.describe()}
     return out
-
-
-def summary(path: str | Path) -> dict:
-    """The report's columns from one quality JSON (NaN where a metric was not computed)."""
-    from ..artifacts import read_json
-    q = read_json(path)
-    return {"clip_score": q.get("clip_score", {}).get("mean", np.nan),
-            "fid_vs_base": q.get("fid_vs_base", {}).get("value", np.nan),
-            "fid_vs_real": q.get("fid_vs_real", {}).get("value", np.nan)}
