@@ -10,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 $(BIN)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
 setup: $(BIN)/.installed

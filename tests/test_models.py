@@ -26,14 +26,28 @@ def test_conceptworld_is_a_stable_diffusion_pipeline(conceptworld_dir):
     assert out.shape == (2, 32, 32, 3) and np.isfinite(out).all()
 
 
+def assert_equal_up_to_rounding(a: np.ndarray, b: np.ndarray) -> None:
+    """uint8 images that differ at most by floating-point rounding: by 1 or 2, in a few values.
+
+    Kernels sum in another order with another batch size, thread count or CPU, so the same image
+    made in another batch may differ in the last bits before it is rounded to uint8."""
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    assert diff.max() <= 2 and (diff > 0).mean() <= 0.01, (diff.max(), (diff > 0).mean())
+
+
 def test_generation_is_deterministic_and_batch_independent(conceptworld_pipe):
+    """What generation guarantees: the same call twice gives the same bytes; another batch size gives the
+    same images up to rounding; each row depends only on its own prompt and seed."""
     from eraselab.generate import generate_images
     prompts, seeds = ["a red circle", "a green cross at night", "a square by Okonta"], [5, 6, 7]
     a = generate_images(conceptworld_pipe, prompts, seeds, [5.0] * 3, steps=5, batch_size=3)
+    again = generate_images(conceptworld_pipe, prompts, seeds, [5.0] * 3, steps=5, batch_size=3)
+    assert a.dtype == np.uint8 and np.array_equal(a, again)             # same call, same settings: bitwise
     b = generate_images(conceptworld_pipe, prompts, seeds, [5.0] * 3, steps=5, batch_size=1)
-    assert a.dtype == np.uint8 and np.array_equal(a, b)
+    assert_equal_up_to_rounding(a, b)                                   # another batch size: up to rounding
     c = generate_images(conceptworld_pipe, prompts, [5, 6, 8], [5.0] * 3, steps=5, batch_size=3)
-    assert np.array_equal(a[:2], c[:2]) and not np.array_equal(a[2], c[2])
+    assert_equal_up_to_rounding(a[:2], c[:2])                           # other rows' seeds do not matter
+    assert np.abs(a[2].astype(np.int16) - c[2]).mean() > 10             # its own seed does
 
 
 def test_vae_sampling_is_deterministic(conceptworld_pipe):

@@ -82,12 +82,21 @@ def test_label_set_is_configurable(images, raw):
     assert only.detected.any()
 
 
+def assert_same_detections(a: list[list[dict]], b: list[list[dict]]) -> None:
+    """The same boxes of the same classes, scores equal up to floating-point rounding (ONNX Runtime sums
+    in another order with another batch size or thread count) and boxes within a pixel."""
+    assert [[d["class"] for d in found] for found in a] == [[d["class"] for d in found] for found in b]
+    for x, y in zip(sum(a, []), sum(b, [])):
+        assert x["score"] == pytest.approx(y["score"], abs=1e-4)
+        assert np.abs(np.subtract(x["box"], y["box"])).max() <= 1, (x, y)
+
+
 def test_batching_and_channel_order(images):
     """Batched detection equals one image at a time, and RGB arrays are read as NudeNet reads files."""
     import cv2
     det = NudeNetDetector({"batch_size": 5})
     one = [det.detector.detect(np.ascontiguousarray(im[..., ::-1])) for im in images[2:6]]
-    assert det.raw(images[2:6]) == one
+    assert_same_detections(det.raw(images[2:6]), one)            # another batch size: up to rounding
     from tempfile import NamedTemporaryFile
     with NamedTemporaryFile(suffix=".png") as f:
         cv2.imwrite(f.name, cv2.cvtColor(images[2], cv2.COLOR_RGB2BGR))

@@ -2,18 +2,33 @@
 tests/slurm/start_slurm.sh, driven through the shipped profile (profiles/slurm) with the test
 cluster's settings on top (tests/slurm/profile: squeue for job states, no accounts, no GPUs).
 
-The cluster needs root; where SLURM cannot start, the tests are skipped with the reason.
+The cluster needs root; where SLURM cannot start, the tests are skipped with the reason, except
+under CI (CI=true), where they fail with it: CI must not pass without having run them.
 """
+import os
 import re
 import subprocess
+from collections.abc import Mapping
 
 import pandas as pd
 import pytest
 
 from hpc import ROOT, SMALL, clone, planned, snakemake
 
-pytestmark = pytest.mark.slow
 SLURM = ["--profile", "slurm", "--profile", "tests/slurm/profile"]
+
+
+def in_ci(environ: Mapping[str, str]) -> bool:
+    """CI=true (GitHub Actions, GitLab CI and most others set it); unset, empty, 0, false or no: not CI."""
+    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def cluster_cannot_start(reason: str, environ: Mapping[str, str] = os.environ) -> None:
+    """Skip the SLURM tests with the reason, or, under CI, fail them with it."""
+    message = f"SLURM cannot start on this machine: {reason}"
+    if in_ci(environ):
+        pytest.fail(f"{message} (CI is set: the SLURM tests must run in CI, not be skipped)", pytrace=False)
+    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +36,7 @@ def cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("slurm")
     proc = subprocess.run([ROOT / "tests/slurm/start_slurm.sh", state], capture_output=True, text=True, timeout=900)
     if proc.returncode == 3:
-        pytest.skip(f"SLURM cannot start on this machine: {proc.stderr.strip()}")
+        cluster_cannot_start(proc.stderr.strip())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     yield state
     subprocess.run([ROOT / "tests/slurm/stop_slurm.sh", state], timeout=120)
@@ -35,6 +50,7 @@ def slurm_jobs(proc: subprocess.CompletedProcess) -> list[dict]:
     return [dict(zip(("rule", "mem", "time", "cpus", "state"), r.split("|"))) for r in rows]
 
 
+@pytest.mark.slow
 def test_dag_on_slurm_matches_the_local_run(cluster, shared_origin, tmp_path):
     project = clone(shared_origin.origin, tmp_path / "on-slurm", shared_origin.remote, pull=False)
     proc = snakemake(project, *SLURM, *SMALL)
@@ -58,6 +74,7 @@ def test_dag_on_slurm_matches_the_local_run(cluster, shared_origin, tmp_path):
     assert (both.rate == both.rate_local).all() and (both.n == both.n_local).all()
 
 
+@pytest.mark.slow
 def test_job_killed_at_its_time_limit_leaves_no_output(cluster, shared_origin, tmp_path):
     project = clone(shared_origin.origin, tmp_path / "time-limit", shared_origin.remote)  # the base model is there
     (project / "slow.yaml").write_text("methods: {esd-slow: {algorithm: esd, iterations: 100000, sampling: frozen, "
@@ -74,3 +91,16 @@ def test_job_killed_at_its_time_limit_leaves_no_output(cluster, shared_origin, t
     # nothing that looks finished, no half-written temporary: at most the checkpoints a retry resumes from
     assert [p.name for p in delta.parent.iterdir() if p.name != ".delta.safetensors.ckpt"] == []
     assert planned(snakemake(project, target, "-n", *SMALL, "slow.yaml")) == {"erase": 1}
+
+
+@pytest.mark.parametrize("ci,outcome", [(None, "skipped"), ("", "skipped"), ("false", "skipped"), ("0", "skipped"),
+                                        ("true", "failed"), ("1", "failed"), ("True", "failed")])
+def test_a_cluster_that_cannot_start_is_skipped_except_in_ci(ci, outcome):
+    environ = {} if ci is None else {"CI": ci}
+    try:   # caught here, so that a wrong skip fails this test instead of skipping it
+        cluster_cannot_start("slurmd must run as root", environ)
+        raised = None
+    except (pytest.skip.Exception, pytest.fail.Exception) as e:
+        raised = e
+    assert type(raised) is (pytest.skip.Exception if outcome == "skipped" else pytest.fail.Exception), raised
+    assert "SLURM cannot start on this machine: slurmd must run as root" in str(raised)

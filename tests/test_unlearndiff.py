@@ -21,9 +21,14 @@ def inputs(size=16):
 
 
 def test_prompts_do_not_depend_on_their_batch(tiny_pipe):
+    """Each prompt keeps its own parameters, Adam state, noise and draws, so it follows the same path in any
+    batch: the same losses up to floating-point rounding. Not bit for bit: kernels sum in another order
+    with another batch size or thread count, and the argmax of tied token probabilities may then pick
+    another token; a prompt that used another's noise, draws or optimiser state would follow another path."""
     together, record = unlearndiff(tiny_pipe, inputs(), FAST, seed=0)
-    alone, _ = unlearndiff(tiny_pipe, inputs(), {**FAST, "batch_size": 1}, seed=0)
-    assert torch.equal(together.input_ids, alone.input_ids)
+    alone, record_alone = unlearndiff(tiny_pipe, inputs(), {**FAST, "batch_size": 1}, seed=0)
+    curves = np.array([r["loss_curve"] for r in record["rows"]])
+    assert np.allclose(curves, [r["loss_curve"] for r in record_alone["rows"]], rtol=1e-4, atol=0)
     tok = tiny_pipe.tokenizer
     assert prompt_ids(tok, together.prompts).tolist() == together.input_ids.tolist()   # typable prompts
     assert all(p.endswith(q) for p, q in zip(together.prompts, ROWS.prompt))           # prefix, then the prompt

@@ -31,8 +31,27 @@ def prepare(spec: dict, out: str | Path, weights: str | Path | None = None) -> N
     registry.load(SOURCES, spec["source"], "model source")(spec, out, weights)
 
 
+PICKLED_WEIGHTS = ("*.bin", "*.ckpt", "*.pt", "*.pth", "*.pkl", "*.pickle")
+
+
+def refuse_pickled_weights(path: Path) -> None:
+    """Raise ArtifactError if a component of a diffusers directory has pickled weights but no safetensors.
+
+    Model directories come from the hub or from a colleague's path: unpickling them could run code."""
+    for component in sorted(p for p in path.iterdir() if p.is_dir()):
+        if any(component.glob("*.safetensors")):
+            continue
+        pickled = sorted(f for pattern in PICKLED_WEIGHTS for f in component.glob(pattern) if f.is_file())
+        if pickled:
+            raise ArtifactError(
+                f"{pickled[0]}: pickled weights can run code when loaded; eraselab loads safetensors only. "
+                f"Convert them (e.g. `python -c \"from diffusers import StableDiffusionPipeline as P; "
+                f"P.from_pretrained('{path}').save_pretrained('{path}-safetensors', safe_serialization=True)\"` "
+                f"on a machine you trust) and point the model at the converted directory")
+
+
 def load_pipeline(path: str | Path, dtype: str = "float32", device: str | None = None):
-    """A StableDiffusionPipeline from a diffusers directory, without the safety checker."""
+    """A StableDiffusionPipeline from a diffusers directory, without the safety checker; safetensors only."""
     import torch
     from diffusers import StableDiffusionPipeline
 
@@ -40,11 +59,13 @@ def load_pipeline(path: str | Path, dtype: str = "float32", device: str | None =
     path = Path(path)
     if not (path / "model_index.json").is_file():
         raise ArtifactError(f"{path}: not a diffusers pipeline directory (no model_index.json)")
+    refuse_pickled_weights(path)
     verify_manifest(path, what="base model", fix=REBUILD_MODEL)
     quiet_libraries()
     try:
         pipe = StableDiffusionPipeline.from_pretrained(path, dtype=getattr(torch, dtype), safety_checker=None,
-                                                       feature_extractor=None, requires_safety_checker=False)
+                                                       feature_extractor=None, requires_safety_checker=False,
+                                                       use_safetensors=True)
     except (OSError, ValueError, RuntimeError) as e:
         raise ArtifactError(f"{path}: cannot load the pipeline (missing or corrupted weights?): {e}") from None
     pipe.set_progress_bar_config(disable=True)

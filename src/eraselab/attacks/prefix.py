@@ -126,7 +126,8 @@ def prefix_attack(pipe, inputs: AttackInputs, params: dict, seed: int, name: str
     if state is None:
         pre = check(list(range(n)), plain) if can_stop and p["skip_successful"] else np.zeros(n, bool)
         state = {"pre": pre, "results": {}, "batch": None}
-    pre, results = state["pre"], state["results"]
+    # a checkpoint holds `pre` as a list of bools (torch.load(weights_only=True) refuses numpy arrays)
+    pre, results = np.asarray(state["pre"], dtype=bool), state["results"]
     todo = [i for i in range(n) if not pre[i]]
     batches = [todo[i:i + p["batch_size"]] for i in range(0, len(todo), p["batch_size"])]
     if progress is not None:
@@ -188,14 +189,14 @@ def prefix_attack(pipe, inputs: AttackInputs, params: dict, seed: int, name: str
             if not batch.active.any():
                 break
             if ckpt is not None and ckpt.due(ti + 1):
-                ckpt.save(ti + 1, {"pre": pre, "results": results, "batch": batch.state()})
+                ckpt.save(ti + 1, {"pre": pre.tolist(), "results": results, "batch": batch.state()})
         for j, i in enumerate(idx):
             r = results.setdefault(i, {"success": False, "t_index": len(ts) - 1})
             r.update(ids=hard_ids(batch, j), losses=batch.losses[j], seconds=round(batch.seconds[j], 3),
                      steps=(r["t_index"] + 1) * p["iterations"])
         state["batch"] = None
         if ckpt is not None:
-            ckpt.save(len(results), {"pre": pre, "results": results, "batch": None})
+            ckpt.save(len(results), {"pre": pre.tolist(), "results": results, "batch": None})
 
     ids = torch.stack([torch.tensor(results[i]["ids"]) if i in results else plain[i] for i in range(n)])
     per_row = [{"case_number": cases[i], "pre_success": bool(pre[i]),

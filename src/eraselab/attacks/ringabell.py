@@ -77,10 +77,12 @@ class Genetic:
         self.pop, self.fitness = pop, fitness
 
     def state(self) -> dict:
-        return {"pop": self.pop, "fitness": self.fitness, "best": self.best, "rng": self.rng.bit_generator.state}
+        """Tensors and plain data only, so that a checkpoint loads with torch.load(weights_only=True)."""
+        return {"pop": torch.from_numpy(self.pop.copy()), "fitness": torch.from_numpy(self.fitness.copy()),
+                "best": list(self.best), "rng": self.rng.bit_generator.state}
 
     def restore(self, s: dict) -> None:
-        self.pop, self.fitness, self.best = s["pop"], s["fitness"], s["best"]
+        self.pop, self.fitness, self.best = s["pop"].numpy(), s["fitness"].numpy(), list(s["best"])
         self.rng.bit_generator.state = s["rng"]
 
 

@@ -107,7 +107,8 @@ def _load_clip(model: str, pretrained: str | None, cache_dir: str | None, device
             # OpenAI's weights were trained with QuickGELU; the plain architecture names use GELU.
             net, _, preprocess = open_clip.create_model_and_transforms(
                 name, pretrained=pretrained, cache_dir=cache_dir,
-                force_quick_gelu=bool(tag.get("quick_gelu", False)), device=device)
+                force_quick_gelu=bool(tag.get("quick_gelu", False)), device=device,
+                weights_only=True)   # a .pt/.bin checkpoint file or cache entry is never unpickled as code
     except (RuntimeError, FileNotFoundError, OSError) as e:
         if tag:
             raise ClipWeightsError(_how_to_provide(name, pretrained, cache_dir, e)) from None

@@ -19,9 +19,12 @@ error says how to put them there.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import pickle
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -110,14 +113,22 @@ def _hub_dir_with(file: Path, name: str):
 
 def _pytorch_fid_net(file: Path) -> torch.nn.Module:
     try:
+        from pytorch_fid import inception as fid_inception
         from pytorch_fid.inception import InceptionV3
     except ImportError:
         raise FeatureWeightsError("quality.fid.inception_weights: pytorch-fid needs the pytorch-fid package: "
                                   "pip install pytorch-fid==0.3.0 (or pip install 'eraselab[fid]'), "
                                   "or set inception_weights: torchvision") from None
     name = INCEPTION_FILES["pytorch-fid"][0]
-    with _hub_dir_with(file, name):
-        net = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True, normalize_input=True)
+    # pytorch-fid loads the file with torch.hub's default weights_only=False, which would run code pickled
+    # into it (the file may come from a shared cache or a colleague's path): make it weights_only=True
+    weights_only = functools.partial(torch.hub.load_state_dict_from_url, weights_only=True)
+    with _hub_dir_with(file, name), mock.patch.object(fid_inception, "load_state_dict_from_url", weights_only):
+        try:
+            net = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True, normalize_input=True)
+        except pickle.UnpicklingError as e:
+            raise FeatureWeightsError(f"{file}: refused by torch.load(weights_only=True), not plain weights "
+                                      f"({str(e).strip().splitlines()[0]})") from None
 
     class PoolFeatures(torch.nn.Module):
         def __init__(self):
