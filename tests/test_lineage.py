@@ -93,11 +93,11 @@ def test_resources_are_validated(cfg):
 def test_memoised_lineage_equals_the_computed_one_for_every_job(cfg):
     """Snakemake passes a memo (one per run) so that a large grid hashes each upstream job once."""
     from eraselab import layout
-    memo, code = {}, {"erase": "e", "generate": "g", "score": "s", "base_model": "b"}
+    memo = {}
     jobs = [("report", {})] + [(r, {"model": m, "variant": v}) for m, v in layout.grid(cfg["run"])
                                for r in ("generate", "score")]
     for rule, w in jobs * 2:   # the second pass reads the memo
-        assert plan.lineage(cfg, rule, code, memo=memo, **w) == plan.lineage(cfg, rule, code, **w)
+        assert plan.lineage(cfg, rule, memo=memo, **w) == plan.lineage(cfg, rule, **w)
     assert len(memo) > len(jobs) // 2
 
 

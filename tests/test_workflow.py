@@ -1,4 +1,5 @@
 """The DAG on ConceptWorld: planning, a small real run, incremental reruns, the HTML report."""
+import json
 import shutil
 import subprocess
 import sys
@@ -55,6 +56,12 @@ def test_small_run_then_incremental_reruns(tmp_path):
     assert set(rates.concept) == {"triangle", "circle"} and (rates.n == 12).all()
     delta_meta = (wd / "results/conceptworld/triangle/none/esd-x/delta.json").read_text()
     assert '"iterations": 30' in delta_meta and '"torch":' in delta_meta and '"peak_rss_mb"' in delta_meta
+    # the provenance names the code the job ran: the fingerprint the workflow compares
+    from eraselab import plan
+    from eraselab.config import load_config
+    cfg = load_config(ROOT / "config" / "config.yaml", SMALL, root=ROOT)
+    code = plan.job_code(cfg, "erase", model="conceptworld", target="triangle", prune="none", method="esd-x")
+    assert json.loads(delta_meta)["code"] == code
 
     # a complete run leaves nothing to do
     assert planned(snakemake(wd, "-n", "--configfile", str(SMALL))) == {}
