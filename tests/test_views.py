@@ -141,6 +141,7 @@ def test_report_writes_numbers_for_dvc_and_descriptions_to_report_json(report_di
 def test_report_writes_plot_data_a_chart_per_variant(report_dir):
     plots = report_dir / "dvc/plots"
     tradeoff = pd.read_csv(plots / "tradeoff.csv")
+    assert tradeoff.label.tolist() == ["triangle/esd-x", "triangle/esd-u"]
     assert tradeoff.set_index("method").target_rate.to_dict() == {"esd-x": 0.0, "esd-u": 50.0}
     assert tradeoff.set_index("method").others_rate.to_dict() == {"esd-x": 75.0, "esd-u": 25.0}
     attacked = pd.read_csv(plots / "detected/cw/triangle/none/esd-x.csv").set_index("images").detected.to_dict()
@@ -192,6 +193,9 @@ def test_every_figure_gives_a_method_the_same_colour(tmp_path, monkeypatch):
     colours = report.method_colours([*summary.method, *attacks.method])
     assert colours == report.method_colours(reversed([*summary.method]))      # by name, not by order met
     assert len({tuple(c) for c in colours.values()}) == 4
+    assert report.method_colours(["uce"])["uce"] == colours["uce"]              # nor by the other methods
+    presets = ["esd-x", "esd-u", "esd-x-strict", "all-but-one", "uce", "uce-last-subject", "rece"]
+    assert len({tuple(c) for c in report.method_colours(presets).values()}) == len(presets)
     tradeoff = legend_colours(report.tradeoff_figure(summary, colours))
     report.attacks_figure(attacks, tmp_path / "attacks.png", colours)
     attacked = legend_colours(figures[-1])
@@ -317,8 +321,10 @@ def test_dvc_plots_diff_sets_two_revisions_side_by_side(two_revisions, tmp_path)
     page = (out / "index.html").read_text()
     specs = {m.group(1): json.loads(m.group(2)) for m in re.finditer(
         r'<div id = "([\w-]+)">\s*<script type = "text/javascript">\s*var spec = (\{.*?\});\n', page, re.S)}
-    tradeoff = specs["results_report_dvc_plots_tradeoff_csv"]
-    assert tradeoff["mark"]["type"] == "point" and "Erasure vs preservation" in tradeoff["title"]["text"]
+    tradeoff = specs["results_report_dvc_plots_tradeoff_csv"]   # .dvc/plots/tradeoff.json: labelled points
+    assert [layer["mark"]["type"] for layer in tradeoff["layer"]] == ["point", "text"]
+    assert "Erasure vs preservation" in tradeoff["title"]["text"] and tradeoff["encoding"]["color"]["field"] == "rev"
+    assert {p["label"] for p in tradeoff["data"]["values"]} == {"triangle/esd-x", "triangle/esd-x-short"}
     points = {(p["rev"], p["erased_model"]): float(p["target_rate"]) for p in tradeoff["data"]["values"]}
     short = "conceptworld/triangle/none/esd-x-short"
     assert {m for _, m in points} == {"conceptworld/triangle/none/esd-x", short}

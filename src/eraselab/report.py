@@ -176,12 +176,23 @@ def quality_markdown(summary: pd.DataFrame) -> str:
 
 
 def method_colours(methods) -> dict[str, tuple]:
-    """One colour per erasure method, the same in every figure of a run: the run's method names,
-    sorted, take the tab10 colours in turn (the base model is drawn in black by every figure)."""
+    """One colour per erasure method, the same in every figure: a method's name picks a tab10 colour
+    (grey left out: it marks the base model and the legends' keys), so a method keeps its colour
+    from run to run; should two methods of a run pick the same one, the later in name order moves
+    to the next free colour."""
+    import zlib
+
     import matplotlib
-    names = sorted({str(m) for m in methods} - {BASE})
     cmap = matplotlib.colormaps["tab10"]
-    return {m: cmap(i % 10) for i, m in enumerate(names)}
+    slots = [i for i in range(10) if i != 7]
+    taken, out = set(), {}
+    for m in sorted({str(m) for m in methods} - {BASE}):
+        i = zlib.crc32(m.encode()) % len(slots)
+        while i in taken and len(taken) < len(slots):
+            i = (i + 1) % len(slots)
+        taken.add(i)
+        out[m] = cmap(slots[i])
+    return out
 
 
 def short_variant(model: str, target: str, prune: str, method: str, with_model: bool = False) -> str:
@@ -423,8 +434,10 @@ def plot_tables(rates: pd.DataFrame, summary: pd.DataFrame, attacks: pd.DataFram
     bars, so `dvc plots diff` can set two revisions' bars side by side.
     """
     pct = lambda col: (100 * col).round(2)
+    with_model = summary.model.nunique() > 1
     tables = {"tradeoff.csv": pd.DataFrame({
         "erased_model": [erased_model_key(r) for r in summary.to_dict(orient="records")],
+        "label": [short_variant(r.model, r.target, r.prune, r.method, with_model) for r in summary.itertuples()],
         "target": summary.target, "method": summary.method, "prune": summary.prune,
         "target_rate": pct(summary.erased_rate), "others_rate": pct(summary.others_mean_rate),
         "target_base_rate": pct(summary.base_rate), "others_base_rate": pct(summary.others_base_mean_rate)})}
