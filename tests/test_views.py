@@ -72,14 +72,20 @@ def test_metric_families_hold_numbers_only_a_file_per_family_and_erased_model():
     assert set(families["attacks"]) == {"cw/triangle/none/esd-x", "cw/triangle/none/esd-u"}
     assert families["erasure"]["cw/Brellin/none/esd-u"] == {"base_rate": 1.0, "erased_rate": 0.2, "reduction": 0.8,
                                                             "erased_rate_low": 0.15, "erased_rate_high": 0.25}
-    # the others' rates share the erasure family's column names; a NaN is left out, never written
+    # no two families share a key (dvc exp show names a column by its key alone when it is unique);
+    # a NaN is left out, never written
     assert families["preservation"]["cw/triangle/none/esd-x"] == {
-        "base_rate": 0.9, "erased_rate": 0.8, "worst_drop_pt": 12.5, "pixel_distance": 0.0812,
+        "others_base_rate": 0.9, "others_rate": 0.8, "worst_drop_pt": 12.5, "pixel_distance": 0.0812,
         "clip_score": 30.1, "base_clip_score": 31.0, "fid_vs_base": 4.25}
     assert "clip_score" not in families["preservation"]["cw/triangle/none/esd-u"]
+    no_drop = report.metric_families(summary.assign(others_max_drop_points=-0.0001))["preservation"]
+    assert str(no_drop["cw/triangle/none/esd-x"]["worst_drop_pt"]) == "0.0"          # not -0.0
     assert set(families["attacks"]["cw/triangle/none/esd-u"]) == {"asr_unlearndiff", "asr_ringabell"}
     for path, value in leaves(families):
         assert is_number(value), (path, value)
+    keys = {f: {k for v in models.values() for k in v} for f, models in families.items()}
+    assert not (keys["erasure"] & keys["preservation"] or keys["erasure"] & keys["attacks"]
+                or keys["preservation"] & keys["attacks"])
     # metrics.json: the same numbers, erased model -> family -> metric
     one_file = report.metrics(summary, attacks)
     assert one_file["cw/triangle/none/esd-x"]["attacks"] == families["attacks"]["cw/triangle/none/esd-x"]
@@ -130,7 +136,7 @@ def test_report_writes_numbers_for_dvc_and_descriptions_to_report_json(report_di
                      "erasure/cw/triangle/none/esd-x.json", "preservation/cw/triangle/none/esd-u.json",
                      "preservation/cw/triangle/none/esd-x.json"]
     assert json.loads((report_dir / "dvc/metrics/preservation/cw/triangle/none/esd-u.json").read_text()) == {
-        "base_rate": 0.75, "erased_rate": 0.25, "worst_drop_pt": 50.0, "pixel_distance": 0.0}
+        "others_base_rate": 0.75, "others_rate": 0.25, "worst_drop_pt": 50.0, "pixel_distance": 0.0}
     # the words moved to report.json: detectors, provenance, the summary's flags
     record = json.loads((report_dir / "report.json").read_text())
     assert record["detectors"]["cw"]["triangle"]["description"] == "a CNN head"
@@ -296,8 +302,8 @@ def test_dvc_metrics_show_numbers_only_a_row_per_erased_model_per_family(shared_
         assert is_number(value), (path, value)
     table = dvc(shared_origin.origin, "metrics", "show").stdout
     assert len(metrics_rows(table)) == 2 * 2          # 2 erased models x 2 families, no provenance, no text
-    assert table.splitlines()[0].split()[1:] == ["base_rate", "erased_rate", "pixel_distance", "reduction",
-                                                 "worst_drop_pt"]
+    assert table.splitlines()[0].split()[1:] == ["base_rate", "erased_rate", "others_base_rate", "others_rate",
+                                                 "pixel_distance", "reduction", "worst_drop_pt"]
 
 
 @pytest.fixture(scope="module")

@@ -365,16 +365,17 @@ def write_attack_report(df: pd.DataFrame, out_dir: Path, colours: dict | None = 
 #   dvc/plots/tradeoff.csv, dvc/plots/detected/{model}/{variant}.csv
 # `dvc metrics show` prints one row per metrics file and one column per (flattened) key, so the
 # numbers are split into a small file per metric family and erased model, each with a few short
-# keys: one row per erased model per family. The families share the columns `base_rate` and
-# `erased_rate` (of the target in erasure/, the other concepts' mean in preservation/), and
-# `dvc metrics show results/report/dvc/metrics/erasure` shows one family alone. (Snakemake marks a
-# directory output with a .snakemake_timestamp file: it sits in dvc/, outside what DVC reads.)
+# keys: one row per erased model per family, and `dvc metrics show results/report/dvc/metrics/erasure`
+# shows one family alone. `dvc exp show` names a column by its key alone when no other file has
+# that key, by path:key otherwise; so no two families share a key, and an experiment on one erased
+# model (one target, one method) gets short column names. (Snakemake marks a directory output with
+# a .snakemake_timestamp file: it sits in dvc/, outside what DVC reads.)
 
 # family -> [(key in the metrics file, summary column, decimals)]; a column's `_low`/`_high`
 # siblings (an interval) are carried as the key's `_low`/`_high`.
 METRIC_FAMILIES = {
     "erasure": [("base_rate", "base_rate", 4), ("erased_rate", "erased_rate", 4), ("reduction", "reduction", 4)],
-    "preservation": [("base_rate", "others_base_mean_rate", 4), ("erased_rate", "others_mean_rate", 4),
+    "preservation": [("others_base_rate", "others_base_mean_rate", 4), ("others_rate", "others_mean_rate", 4),
                      ("worst_drop_pt", "others_max_drop_points", 2), ("pixel_distance", "others_pixel_distance", 4),
                      ("clip_score", "clip_score", 3), ("base_clip_score", "base_clip_score", 3),
                      ("fid_vs_base", "fid_vs_base", 3), ("fid_vs_real", "fid_vs_real", 3)],
@@ -390,15 +391,16 @@ def _number(value, decimals: int) -> float | None:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         return None
     value = float(value)
-    return round(value, decimals) if math.isfinite(value) else None
+    return round(value, decimals) + 0.0 if math.isfinite(value) else None   # + 0.0: no -0.0
 
 
 def metric_families(summary: pd.DataFrame, attacks: pd.DataFrame | None = None) -> dict:
     """family -> erased model (model/target/prune/method) -> {metric: number}: numbers only.
 
     erasure: the target concept's rate on the base and on the erased model, and its relative reduction;
-    preservation: the other concepts' mean rate on both, their worst drop (percentage points), how far
-    their images moved (pixel distance), and CLIP score / FID on the neutral prompts when measured;
+    preservation: the other concepts' mean rate on both (others_base_rate, others_rate), their worst
+    drop (percentage points), how far their images moved (pixel distance), and CLIP score / FID on the
+    neutral prompts when measured;
     attacks: the attack success rate per attack (``asr_<attack>``).
     """
     out: dict = {}
