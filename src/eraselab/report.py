@@ -534,7 +534,8 @@ def overview_html(summary: pd.DataFrame, attacks: pd.DataFrame | None = None) ->
     if attacks is not None and len(attacks):
         asr = {}
         for r in attacks.itertuples():
-            asr.setdefault(short_variant(r.model, r.target, r.prune, r.method, with_model), {})[r.attack] = _pct(r.asr, 0)
+            key = short_variant(r.model, r.target, r.prune, r.method, with_model)
+            asr.setdefault(key, {})[r.attack] = _pct(r.asr, 0)
         rows = [{"erased model": key, **{a: v.get(a, "–") for a in dict.fromkeys(attacks.attack)}}
                 for key, v in asr.items()]
         parts += [html_table(rows, "Attack success rate (ASR), per erased model and attack", text=("erased model",)),
@@ -551,7 +552,8 @@ def summary_html(summary: pd.DataFrame) -> str:
         row = {"model": r.model, "target (type)": f"{r.target} ({r.target_type})", "pruning": r.prune,
                "method": r.method, "base rate": _pct(r.base_rate), "erased rate": _pct(r.erased_rate),
                "reduction": _pct(r.reduction, 0), "others: base rate": _pct(r.others_base_mean_rate),
-               "others: erased rate": _pct(r.others_mean_rate), "others: worst drop": f"{r.others_max_drop_points:.1f} pt",
+               "others: erased rate": _pct(r.others_mean_rate),
+               "others: worst drop": f"{r.others_max_drop_points:.1f} pt",
                "erased ≥50%": "yes" if r.erased else "no", "others ≤10 pt": "yes" if r.preserved else "no"}
         if "others_pixel_distance" in summary:
             row["others: pixel distance"] = _num(r.others_pixel_distance, 3)
