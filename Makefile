@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test test-fast prompts share bench clean
+.PHONY: setup browser run test test-fast prompts share bench clean
 
 $(BIN)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,7 +18,12 @@ setup: $(BIN)/.installed
 run: setup
 	snakemake --cores $(CORES)
 
-test: setup
+# Headless Chromium renders Snakemake's HTML report in tests/test_views.py (which skips without it);
+# installed from Debian's packages when running as root, as CI does.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || echo "no chromium: the HTML report test will be skipped"
+
+test: setup browser
 	pytest
 
 test-fast: setup

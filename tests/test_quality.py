@@ -143,8 +143,8 @@ def test_tradeoff_figure_has_a_panel_per_measure(tmp_path, with_quality):
 
 
 def test_report_records_how_every_number_was_measured(tmp_path):
-    """metrics.json names each concept's detector (threshold, versions) and the quality models, next to
-    the table; the seed is in its provenance."""
+    """report.json names each concept's detector (threshold, versions) and the quality models, next to
+    the table; the seed is in its provenance. metrics.json keeps the numbers only."""
     from eraselab.artifacts import write_json
     from eraselab.imagesets import save_image_set
     nude = {"kind": "nudenet", "nudenet": "3.4.2", "threshold": 0.45, "labels": ["BUTTOCKS_EXPOSED"]}
@@ -161,10 +161,14 @@ def test_report_records_how_every_number_was_measured(tmp_path):
                                         "prompts": "coco.csv", "provenance": {"versions": {"torch": "x"}}})
         entries.append({"model": "sd14", "variant": variant, "rates": str(d / "rates.json"),
                         "images": [str(images)], "quality": str(d / "quality.json")})
-    report.run(entries, tmp_path / "report", {"grid_images": 2, "seed": 7})
+    report.run(tmp_path / "report", {"entries": entries, "grid_images": 2, "seed": 7})
+    record = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert record["detectors"]["sd14"]["nudity"] == nude
+    assert record["quality"]["sd14"]["fid"] == {"features": "inception", "weights": "pytorch-fid"}
+    assert record["quality"]["sd14"]["clip_score"] == {"architecture": "ViT-L-14"}
+    assert record["provenance"]["seed"] == 7 and record["provenance"]["versions"]["nudenet"] == "3.4.2"
+    assert record["summary"][0]["fid_vs_base"] == 1.0 and (tmp_path / "report" / "tradeoff.png").is_file()
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
-    assert metrics["detectors"]["sd14"]["nudity"] == nude
-    assert metrics["quality"]["sd14"]["fid"] == {"features": "inception", "weights": "pytorch-fid"}
-    assert metrics["quality"]["sd14"]["clip_score"] == {"architecture": "ViT-L-14"}
-    assert metrics["provenance"]["seed"] == 7 and metrics["provenance"]["versions"]["nudenet"] == "3.4.2"
-    assert metrics["summary"][0]["fid_vs_base"] == 1.0 and (tmp_path / "report" / "tradeoff.png").is_file()
+    # no other concept and no real images: no others' rate, no FID vs real (never a NaN)
+    assert metrics["sd14/nudity/none/esd-u"]["preservation"] == {"clip_score": 30.0, "base_clip_score": 30.0,
+                                                                  "fid_vs_base": 1.0, "worst_drop_pt": 0.0}

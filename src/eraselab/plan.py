@@ -189,7 +189,7 @@ def resources(cfg: dict, rule: str, attempt: int = 1) -> dict:
 
 def final_outputs(cfg: dict) -> list[str]:
     return [f"{layout.REPORT}/{name}" for name in ("summary.csv", "summary.md", "rates.csv", "metrics.json",
-                                                   "tradeoff.png")] \
+                                                   "tradeoff.png", "overview.html", "summary.html", "dvc")] \
         + [f"{layout.REPORT}/grid_{m}.png" for m in cfg["run"]["models"]] + attack_report_outputs(cfg) \
         + attribution_outputs(cfg) + prune_report_outputs(cfg)
 

@@ -6,6 +6,8 @@ other concepts' rates should stay where the base model had them (preservation).
 """
 from __future__ import annotations
 
+import html
+import math
 from pathlib import Path
 
 import numpy as np
@@ -94,13 +96,6 @@ def summarise(df: pd.DataFrame, min_reduction: float = 0.5, max_drop_points: flo
     return pd.DataFrame(rows)
 
 
-def metrics(summary: pd.DataFrame) -> dict:
-    """The summary's numbers keyed by erased model, flat enough for `dvc metrics show` / `dvc exp show`."""
-    keys = ["model", "target", "prune", "method"]
-    return {"/".join(str(row[k]) for k in keys): {k: v for k, v in row.items() if k not in keys and k != "target_type"}
-            for row in summary.to_dict(orient="records")}
-
-
 def markdown(summary: pd.DataFrame) -> str:
     """The summary as a Markdown table, rates in percent."""
     layout = "others_pixel_distance" in summary   # how far unrelated images moved (layout preservation)
@@ -187,7 +182,34 @@ def quality_markdown(summary: pd.DataFrame) -> str:
             "|---|---|---|---|---:|---:|---:|---:|\n" + "\n".join(lines) + "\n").replace("nan", "–")
 
 
-def tradeoff_figure(summary: pd.DataFrame):
+def method_colours(methods) -> dict[str, tuple]:
+    """One colour per erasure method, the same in every figure: a method's name picks a tab10 colour
+    (grey left out: it marks the base model and the legends' keys), so a method keeps its colour
+    from run to run; should two methods of a run pick the same one, the later in name order moves
+    to the next free colour."""
+    import zlib
+
+    import matplotlib
+    cmap = matplotlib.colormaps["tab10"]
+    slots = [i for i in range(10) if i != 7]
+    taken, out = set(), {}
+    for m in sorted({str(m) for m in methods} - {BASE}):
+        i = zlib.crc32(m.encode()) % len(slots)
+        while i in taken and len(taken) < len(slots):
+            i = (i + 1) % len(slots)
+        taken.add(i)
+        out[m] = cmap(slots[i])
+    return out
+
+
+def short_variant(model: str, target: str, prune: str, method: str, with_model: bool = False) -> str:
+    """How figures and tables name an erased model: target/method, with the pruning (+prune) and
+    the base model (model:) when they tell variants apart."""
+    name = f"{target}/{method}" + (f" +{prune}" if prune not in ("none", None) else "")
+    return f"{model}: {name}" if with_model else name
+
+
+def tradeoff_figure(summary: pd.DataFrame, colours: dict | None = None):
     """Erasure (the target's rate on the erased model, lower is better) against preservation:
     the other concepts' mean rate, and when computed, CLIP score and FID against the base model."""
     import matplotlib
@@ -201,8 +223,7 @@ def tradeoff_figure(summary: pd.DataFrame):
     if "fid_vs_real" in summary.columns and summary.fid_vs_real.notna().any():
         panels.append(("fid_vs_real", "FID vs real images (neutral prompts)", None))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False)
-    methods = list(dict.fromkeys(summary.method))
-    colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(methods)}
+    colours = colours or method_colours(summary.method)
     markers = dict(zip(dict.fromkeys(summary.target), "osD^v<>Pp*h"))
     for ax, (col, label, base_col) in zip(axes[0], panels):
         for r in summary.itertuples():
@@ -223,17 +244,19 @@ def tradeoff_figure(summary: pd.DataFrame):
         ax.set_xlabel("target concept: rate on the erased model (%)")
         ax.set_ylabel(label + (" (%)" if col.endswith("rate") else ""))
         ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=m) for m, c in colours.items()]
+    handles = [plt.Line2D([], [], color=colours[m], marker="o", ls="", label=m) for m in sorted(set(summary.method))]
     handles.append(plt.Line2D([], [], color="black", marker="o", mfc="none", ls="", label="base model"))
     axes[0][0].legend(handles=handles, fontsize=8, loc="best")
-    fig.suptitle("Erasure vs preservation (left is better erasure; arrows start at the base model)", fontsize=10)
+    fig.suptitle("Erasure vs preservation, per erased model\nx: the target concept's rate (left = erased); "
+                 "y: what the other concepts kept\ncolour: method, marker: target; arrows start at the base model",
+                 fontsize=9)
     fig.tight_layout()
     return fig
 
 
 def scoring_record(entries: list[dict]) -> dict:
     """What measured the table: each concept's detector (model, threshold, versions), per model, and
-    the preservation metrics' models, so metrics.json says how every number was obtained."""
+    the preservation metrics' models, so report.json says how every number was obtained."""
     detectors, quality = {}, {}
     for e in entries:
         for concept, r in read_json(e["rates"])["rates"].items():
@@ -285,42 +308,299 @@ def attacks_markdown(df: pd.DataFrame) -> str:
             f"'shared': computed once on the base model's text encoder for every variant.\n")
 
 
-def attacks_figure(df: pd.DataFrame, path: str | Path) -> None:
-    """Success rate before vs after attack: one panel per target, bars per method and attack."""
+def attacks_figure(df: pd.DataFrame, path: str | Path, colours: dict | None = None) -> None:
+    """How often each erased concept comes back under each attack: one panel per target, a group of
+    bars per attack, one bar per erased model in its method's colour. The dark part of a bar is the
+    pre-attack rate (the plain prompt already shows the concept), the whole bar the ASR; the dashed
+    line is the base model's rate."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    colours = colours or method_colours(df.method)
     targets = list(dict.fromkeys(df.target))
-    fig, axes = plt.subplots(1, len(targets), figsize=(1.2 + 3.2 * len(targets), 3.4), squeeze=False, sharey=True)
+    attacks = list(dict.fromkeys(df.attack))
+    with_model = df.model.nunique() > 1
+    variants = list(dict.fromkeys(zip(df.model, df.prune, df.method)))
+    hatches = {p: h for p, h in zip(dict.fromkeys(df.prune), ["", "//", "..", "xx", "\\\\", "++"] * 4)}
+    width = 0.8 / max(1, len(variants))
+    panel = max(3.2, 0.5 + 0.28 * len(attacks) * max(len(variants), 2))
+    fig, axes = plt.subplots(1, len(targets), figsize=(0.8 + panel * len(targets), 3.9), squeeze=False, sharey=True)
     for ax, target in zip(axes[0], targets):
-        g = df[df.target == target].reset_index(drop=True)
-        labels = [f"{m}\n{a}" if p == "none" else f"{p}+{m}\n{a}" for m, p, a in zip(g.method, g.prune, g.attack)]
-        x = np.arange(len(g))
-        ax.axhline(100 * g.base_rate.iloc[0], color="grey", ls="--", lw=1, label="base model")
-        ax.bar(x - 0.2, 100 * g.pre_rate, 0.4, label="pre-attack", color="#4c72b0")
-        ax.bar(x + 0.2, 100 * g.asr, 0.4, label="post-attack (ASR)", color="#c44e52")
-        ax.set_xticks(x, labels, fontsize=7)
+        g = df[df.target == target]
+        for j, (model, prune, method) in enumerate(variants):
+            v = g[(g.model == model) & (g.prune == prune) & (g.method == method)].set_index("attack")
+            x = np.arange(len(attacks)) - 0.4 + width * (j + 0.5)
+            asr = [100 * v.asr.get(a, np.nan) for a in attacks]
+            pre = [100 * v.pre_rate.get(a, np.nan) for a in attacks]
+            c = colours.get(method, "grey")
+            ax.bar(x, asr, width, color=c, alpha=0.45, hatch=hatches[prune], edgecolor="white", lw=0)
+            ax.bar(x, pre, width, color=c, hatch=hatches[prune], edgecolor="white", lw=0)
+        ax.axhline(100 * g.base_rate.iloc[0], color="black", ls="--", lw=1)
+        ax.set_xticks(np.arange(len(attacks)), attacks, fontsize=8, rotation=20, ha="right",
+                      rotation_mode="anchor")
         ax.set_title(f"{target} ({g.target_type.iloc[0]})", fontsize=9)
         ax.set_ylim(0, 105)
-    axes[0][0].set_ylabel("concept detected (%)")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("erased concept detected (%)")
+    handles = [Patch(color=colours.get(m, "grey"), hatch=hatches[p], ec="white",
+                     label=(f"{mo}: " if with_model else "") + m + (f" +{p}" if p != "none" else ""))
+               for mo, p, m in variants]
+    handles += [Patch(color="grey", label="dark: pre-attack (plain prompt)"),
+                Patch(color="grey", alpha=0.45, label="light: added by the attack (bar = ASR)"),
+                plt.Line2D([], [], color="black", ls="--", label="base model")]
+    fig.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.suptitle("Attack success rate (ASR) per erased model and attack: how often the erased concept "
+                 "comes back (lower is more robust)", fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
-def write_attack_report(attack_entries: list[dict], rates: pd.DataFrame, out_dir: Path) -> list[dict]:
-    df = tidy_attacks(attack_entries, rates)
+def write_attack_report(df: pd.DataFrame, out_dir: Path, colours: dict | None = None) -> None:
     with atomic_path(out_dir / "attacks.csv") as tmp:
         df.to_csv(tmp, index=False, float_format="%.4f")
     write_text(out_dir / "attacks.md", attacks_markdown(df))
-    attacks_figure(df, out_dir / "attacks.png")
-    return df.to_dict(orient="records")
+    attacks_figure(df, out_dir / "attacks.png", colours)
+
+
+# --- the team's views: numbers for DVC, data for DVC plots, tables for the HTML report ------------
+#
+# Everything DVC reads is in one directory, dvc/ (dvc.yaml `metrics:` and `plots:`):
+#   dvc/metrics/{family}/{model}/{target}/{prune}/{method}.json   numbers only
+#   dvc/plots/tradeoff.csv, dvc/plots/detected/{model}/{variant}.csv
+# `dvc metrics show` prints one row per metrics file and one column per (flattened) key, so the
+# numbers are split into a small file per metric family and erased model, each with a few short
+# keys: one row per erased model per family, and `dvc metrics show results/report/dvc/metrics/erasure`
+# shows one family alone. `dvc exp show` names a column by its key alone when no other file has
+# that key, by path:key otherwise; so no two families share a key, and an experiment on one erased
+# model (one target, one method) gets short column names. (Snakemake marks a directory output with
+# a .snakemake_timestamp file: it sits in dvc/, outside what DVC reads.)
+
+# family -> [(key in the metrics file, summary column, decimals)]; a column's `_low`/`_high`
+# siblings (an interval) are carried as the key's `_low`/`_high`.
+METRIC_FAMILIES = {
+    "erasure": [("base_rate", "base_rate", 4), ("erased_rate", "erased_rate", 4), ("reduction", "reduction", 4)],
+    "preservation": [("others_base_rate", "others_base_mean_rate", 4), ("others_rate", "others_mean_rate", 4),
+                     ("worst_drop_pt", "others_max_drop_points", 2), ("pixel_distance", "others_pixel_distance", 4),
+                     ("clip_score", "clip_score", 3), ("base_clip_score", "base_clip_score", 3),
+                     ("fid_vs_base", "fid_vs_base", 3), ("fid_vs_real", "fid_vs_real", 3)],
+}
+
+
+def erased_model_key(row) -> str:
+    return f"{row['model']}/{row['target']}/{row['prune']}/{row['method']}"
+
+
+def _number(value, decimals: int) -> float | None:
+    """A finite number, rounded; None for anything else (NaN, missing, flags, text)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    value = float(value)
+    return round(value, decimals) + 0.0 if math.isfinite(value) else None   # + 0.0: no -0.0
+
+
+def metric_families(summary: pd.DataFrame, attacks: pd.DataFrame | None = None) -> dict:
+    """family -> erased model (model/target/prune/method) -> {metric: number}: numbers only.
+
+    erasure: the target concept's rate on the base and on the erased model, and its relative reduction;
+    preservation: the other concepts' mean rate on both (others_base_rate, others_rate), their worst
+    drop (percentage points), how far their images moved (pixel distance), and CLIP score / FID on the
+    neutral prompts when measured;
+    attacks: the attack success rate per attack (``asr_<attack>``).
+    """
+    out: dict = {}
+    for row in summary.to_dict(orient="records"):
+        for family, keys in METRIC_FAMILIES.items():
+            values = {key + suffix: v for key, col, decimals in keys for suffix in ("", "_low", "_high")
+                      if (v := _number(row.get(col + suffix), decimals)) is not None}
+            if values:
+                out.setdefault(family, {})[erased_model_key(row)] = values
+    if attacks is not None:
+        for row in attacks.to_dict(orient="records"):
+            if (v := _number(row["asr"], 4)) is not None:
+                out.setdefault("attacks", {}).setdefault(erased_model_key(row), {})[f"asr_{row['attack']}"] = v
+    return out
+
+
+def metrics(summary: pd.DataFrame, attacks: pd.DataFrame | None = None) -> dict:
+    """metrics.json: the same numbers in one file, erased model -> family -> metric."""
+    out: dict = {}
+    for family, models in metric_families(summary, attacks).items():
+        for key, values in models.items():
+            out.setdefault(key, {})[family] = values
+    return out
+
+
+def plot_tables(rates: pd.DataFrame, summary: pd.DataFrame, attacks: pd.DataFrame | None = None) -> dict:
+    """The data of `dvc plots` (dvc.yaml), in percent, by path under plots/.
+
+    tradeoff.csv: a row per erased model, the target's rate against the other concepts' mean rate.
+    detected/{model}/base.csv and detected/{model}/{target}/{prune}/{method}.csv: a bar per prompt
+    set, the share of its images in which its concept is detected, and for an erased model one
+    more bar per attack on its target (the ASR). A file per variant keeps each chart to a dozen
+    bars, so `dvc plots diff` can set two revisions' bars side by side.
+    """
+    pct = lambda col: (100 * col).round(2)
+    with_model = summary.model.nunique() > 1
+    tables = {"tradeoff.csv": pd.DataFrame({
+        "erased_model": [erased_model_key(r) for r in summary.to_dict(orient="records")],
+        "label": [short_variant(r.model, r.target, r.prune, r.method, with_model) for r in summary.itertuples()],
+        "target": summary.target, "method": summary.method, "prune": summary.prune,
+        "target_rate": pct(summary.erased_rate), "others_rate": pct(summary.others_mean_rate),
+        "target_base_rate": pct(summary.base_rate), "others_base_rate": pct(summary.others_base_mean_rate)})}
+    for (model, target, prune, method), g in rates.groupby(["model", "target", "prune", "method"], sort=False):
+        label = [f"{c} (target)" if role == "target" else c for c, role in zip(g.concept, g.role)]
+        rows = pd.DataFrame({"images": label, "detected": pct(g.rate)})
+        if attacks is not None and len(attacks):
+            a = attacks[(attacks.model == model) & (attacks.target == target) & (attacks.prune == prune)
+                        & (attacks.method == method)]
+            rows = pd.concat([rows, pd.DataFrame({"images": [f"{target} under {x} (ASR)" for x in a.attack],
+                                                  "detected": pct(a.asr)})])
+        name = f"detected/{model}/{BASE}.csv" if method == BASE else f"detected/{model}/{target}/{prune}/{method}.csv"
+        tables[name] = rows
+    return tables
+
+
+def write_dvc_views(path: Path, families: dict, tables: dict) -> None:
+    """dvc/, replaced as a whole: metrics/{family}/{erased model}.json and plots/..."""
+    import json
+    with atomic_path(path, directory=True) as tmp:
+        for family, models in families.items():
+            for key, values in models.items():
+                f = tmp / "metrics" / family / f"{key}.json"
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
+        for name, df in tables.items():
+            (tmp / "plots" / name).parent.mkdir(parents=True, exist_ok=True)
+            df.to_csv(tmp / "plots" / name, index=False)
+
+
+# HTML tables: Snakemake's report shows an HTML result in its main panel (CSV results are only
+# offered for download), and workflow/report/workflow.rst embeds overview.html on the first page.
+
+TABLE_STYLE = """<style>
+.eraselab { font-family: system-ui, sans-serif; font-size: 12px; color: #1f2937; overflow-x: auto; }
+.eraselab table { border-collapse: collapse; margin: 0.3em 0 1em 0; }
+.eraselab th, .eraselab td { padding: 2px 6px; border-bottom: 1px solid #e5e7eb; text-align: right; }
+.eraselab td { white-space: nowrap; }
+.eraselab th { background: #f3f4f6; font-weight: 600; vertical-align: bottom; }
+.eraselab td.text, .eraselab th.text { text-align: left; }
+.eraselab td.good { color: #047857; } .eraselab td.bad { color: #b91c1c; font-weight: 600; }
+.eraselab caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: 0.3em; }
+.eraselab p.note { max-width: 60em; margin: 0 0 0.4em 0; }
+</style>"""
+
+
+def html_table(rows: list[dict], caption: str = "", text: tuple = (), classes: dict | None = None) -> str:
+    """rows: [{header: cell}] (cells already formatted); `text` headers are left-aligned;
+    classes: {(row index, header): css class}."""
+    if not rows:
+        return ""
+    classes = classes or {}
+    heads = list(rows[0])
+    cls = lambda h: ' class="text"' if h in text else ""
+    out = ["<table>" + (f"<caption>{html.escape(caption)}</caption>" if caption else ""),
+           "<tr>" + "".join(f"<th{cls(h)}>{html.escape(h)}</th>" for h in heads) + "</tr>"]
+    for i, r in enumerate(rows):
+        cells = []
+        for h in heads:
+            c = " ".join(filter(None, ["text" if h in text else "", classes.get((i, h), "")]))
+            cells.append(f"<td{f' class={chr(34)}{c}{chr(34)}' if c else ''}>{html.escape(str(r[h]))}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    return "\n".join(out + ["</table>"])
+
+
+def _pct(v, digits: int = 1) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.{digits}f}%"
+
+
+def _num(v, digits: int = 2) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def overview_html(summary: pd.DataFrame, attacks: pd.DataFrame | None = None) -> str:
+    """At a glance (the report's first page): per erased model the target's rate, the others' rates
+    and, when attacked, the ASR per attack. A fragment: workflow.rst embeds it."""
+    with_model = summary.model.nunique() > 1
+    rows, classes = [], {}
+    for i, r in enumerate(summary.itertuples()):
+        rows.append({"erased model": short_variant(r.model, r.target, r.prune, r.method, with_model),
+                     "target: base → erased": f"{_pct(r.base_rate, 0)} → {_pct(r.erased_rate, 0)}",
+                     "reduction": _pct(r.reduction, 0),
+                     "others: base → erased": f"{_pct(r.others_base_mean_rate, 0)} → {_pct(r.others_mean_rate, 0)}",
+                     "worst drop": f"{r.others_max_drop_points:.0f} pt"})
+        classes[(i, "reduction")] = "good" if r.erased else "bad"
+        classes[(i, "worst drop")] = "good" if r.preserved else "bad"
+    parts = [TABLE_STYLE, '<div class="eraselab">',
+             html_table(rows, "Erasure and preservation, per erased model", text=("erased model",), classes=classes),
+             '<p class="note">Rates: share of a concept\'s evaluation images in which its detector finds it. '
+             "Green: the target's rate fell by at least half / no other concept lost more than 10 points; "
+             "red: not. Full table: Tables › summary.</p>"]
+    if attacks is not None and len(attacks):
+        asr = {}
+        for r in attacks.itertuples():
+            key = short_variant(r.model, r.target, r.prune, r.method, with_model)
+            asr.setdefault(key, {})[r.attack] = _pct(r.asr, 0)
+        rows = [{"erased model": key, **{a: v.get(a, "–") for a in dict.fromkeys(attacks.attack)}}
+                for key, v in asr.items()]
+        parts += [html_table(rows, "Attack success rate (ASR), per erased model and attack", text=("erased model",)),
+                  '<p class="note">ASR: share of the target\'s images in which the erased concept is detected with '
+                  "the plain prompt or under the attack (lower is more robust). Full table: Tables › attacks.</p>"]
+    return "\n".join(parts + ["</div>"]) + "\n"
+
+
+def summary_html(summary: pd.DataFrame) -> str:
+    """The whole summary as a page: every erased model's rates, preservation and quality."""
+    quality = "clip_score" in summary.columns
+    rows = []
+    for r in summary.itertuples():
+        row = {"model": r.model, "target (type)": f"{r.target} ({r.target_type})", "pruning": r.prune,
+               "method": r.method, "base rate": _pct(r.base_rate), "erased rate": _pct(r.erased_rate),
+               "reduction": _pct(r.reduction, 0), "others: base rate": _pct(r.others_base_mean_rate),
+               "others: erased rate": _pct(r.others_mean_rate),
+               "others: worst drop": f"{r.others_max_drop_points:.1f} pt",
+               "erased ≥50%": "yes" if r.erased else "no", "others ≤10 pt": "yes" if r.preserved else "no"}
+        if "others_pixel_distance" in summary:
+            row["others: pixel distance"] = _num(r.others_pixel_distance, 3)
+        if quality:
+            row |= {"CLIP score": _num(r.clip_score), "base CLIP score": _num(r.base_clip_score),
+                    "FID vs base": _num(r.fid_vs_base), "FID vs real": _num(r.fid_vs_real)}
+        rows.append(row)
+    return page("Summary: erasure and preservation per erased model", html_table(
+        rows, text=("model", "target (type)", "pruning", "method")),
+        "Target: the erased concept's detection rate on the base model and on the erased model, and its relative "
+        "reduction. Others: the other evaluated concepts' mean rate on both and the largest single drop, in "
+        "percentage points; pixel distance: how far their images moved from the base model's (0-1)."
+        + (" CLIP score and FID on the neutral prompt set (– where not measured)." if quality else ""))
+
+
+def attacks_html(df: pd.DataFrame) -> str:
+    from .score.stage import ASR_DEFINITION
+    cost = lambda r: "shared" if r.shared else (f"{r.seconds_per_prompt:.1f}" if r.seconds_per_prompt else "")
+    rows = [{"model": r.model, "target (type)": f"{r.target} ({r.target_type})", "pruning": r.prune,
+             "method": r.method, "attack": r.attack, "base rate": _pct(r.base_rate), "pre-attack": _pct(r.pre_rate),
+             "attack only": _pct(r.attack_rate), "ASR": _pct(r.asr), "n": r.n, "attack s/prompt": cost(r)}
+            for r in df.itertuples()]
+    return page("Attacks: how often the erased concept comes back", html_table(
+        rows, text=("model", "target (type)", "pruning", "method", "attack")),
+        f"{ASR_DEFINITION}. Pre-attack: detected with the plain prompt; attack only: detected under the attack; "
+        "'shared': computed once on the base model's text encoder for every variant.")
+
+
+def page(title: str, body: str, note: str = "") -> str:
+    return (f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>{TABLE_STYLE}'
+            f'</head>\n<body class="eraselab"><h3>{html.escape(title)}</h3>\n'
+            + (f'<p class="note">{html.escape(note)}</p>\n' if note else "") + body + "\n</body></html>\n")
 
 
 def run(out: str | Path, spec: dict) -> None:
-    """The report stage. spec["entries"]: [{model, variant, rates, images: [tar, ...]}]; writes into ``out``."""
+    """The report stage. spec["entries"]: [{model, variant, rates, images: [tar, ...]}]; writes into ``out``.
+
+    metrics.json and metrics/ hold numbers only (DVC's views); what measured them (detectors,
+    quality models, versions, host) and the tables' text go into report.json.
+    """
     from .runtime import stage
     entries, out_dir = spec["entries"], Path(out)
     with stage("report", spec, spec.get("seed")) as run_info:
@@ -333,10 +613,17 @@ def run(out: str | Path, spec: dict) -> None:
         for model in dict.fromkeys(e["model"] for e in entries):
             with atomic_path(out_dir / f"grid_{model}.png") as tmp:
                 image_grid([e for e in entries if e["model"] == model], spec["grid_images"]).save(tmp, format="PNG")
-        save_figure(tradeoff_figure(summary), out_dir / "tradeoff.png")
-        attacks = write_attack_report(spec["attacks"], df, out_dir) if spec.get("attacks") else None
-        write_json(out_dir / "metrics.json", {
-            "erased": metrics(summary), "summary": summary.to_dict(orient="records"),
-            **({"attacks": attacks} if attacks is not None else {}),
+        attacks = tidy_attacks(spec["attacks"], df) if spec.get("attacks") else None
+        colours = method_colours([*summary.method, *([] if attacks is None else attacks.method)])
+        save_figure(tradeoff_figure(summary, colours), out_dir / "tradeoff.png")
+        if attacks is not None:
+            write_attack_report(attacks, out_dir, colours)
+            write_text(out_dir / "attacks.html", attacks_html(attacks))
+        write_text(out_dir / "summary.html", summary_html(summary))
+        write_text(out_dir / "overview.html", overview_html(summary, attacks))
+        write_dvc_views(out_dir / "dvc", metric_families(summary, attacks), plot_tables(df, summary, attacks))
+        write_json(out_dir / "metrics.json", metrics(summary, attacks))
+        write_json(out_dir / "report.json", {
+            "summary": summary.to_dict(orient="records"),
+            **({"attacks": attacks.to_dict(orient="records")} if attacks is not None else {}),
             **scoring_record(entries), "provenance": run_info.record()})
-        write_json(out_dir / "report.json", run_info.record())

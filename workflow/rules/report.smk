@@ -6,19 +6,36 @@ rule report:
         quality=[e["quality"] for e in plan.report_entries(config) if e["quality"]],
         attack_rates=[e["rates"] for e in plan.attack_entries(config)],
     output:
-        summary=report(f"{layout.REPORT}/summary.csv", caption="../report/summary.rst", category="Results",
+        # Tables (HTML: Snakemake's report shows them in its main panel; overview.html is also on
+        # its first page, workflow/report/workflow.rst), the data behind them, figures, grids.
+        overview=report(f"{layout.REPORT}/overview.html", caption="../report/overview.rst", category="Tables",
+                        labels={"table": "at a glance"}),
+        summary_table=report(f"{layout.REPORT}/summary.html", caption="../report/summary.rst", category="Tables",
+                             labels={"table": "summary"}),
+        attacks_table=report(f"{layout.REPORT}/attacks.html", caption="../report/attacks_table.rst",
+                             category="Tables", labels={"table": "attacks"})
+        if plan.attack_report_outputs(config) else [],
+        summary=report(f"{layout.REPORT}/summary.csv", caption="../report/data.rst", category="Data (CSV)",
                        labels={"table": "summary"}),
         markdown=f"{layout.REPORT}/summary.md",
-        rates=report(f"{layout.REPORT}/rates.csv", caption="../report/rates.rst", category="Results",
+        rates=report(f"{layout.REPORT}/rates.csv", caption="../report/rates.rst", category="Data (CSV)",
                      labels={"table": "rates"}),
+        # what DVC reads (dvc.yaml): dvc/metrics/{family}/{model}/{target}/{prune}/{method}.json,
+        # numbers only, and dvc/plots/; metrics.json: the same numbers in one file
+        dvc=directory(f"{layout.REPORT}/dvc"),
         metrics=f"{layout.REPORT}/metrics.json",
         provenance=f"{layout.REPORT}/report.json",
         grids=report(expand(f"{layout.REPORT}/grid_{{model}}.png", model=config["run"]["models"]),
                      caption="../report/grid.rst", category="Image grids"),
         tradeoff=report(f"{layout.REPORT}/tradeoff.png", caption="../report/tradeoff.rst", category="Figures",
                         labels={"figure": "erasure vs preservation"}),
-        attacks=report(plan.attack_report_outputs(config), category="Attacks")
+        attacks_data=report([p for p in plan.attack_report_outputs(config) if p.endswith(".csv")],
+                            caption="../report/data.rst", category="Data (CSV)", labels={"table": "attacks"})
         if plan.attack_report_outputs(config) else [],
+        attacks_figure=report([p for p in plan.attack_report_outputs(config) if p.endswith(".png")],
+                              caption="../report/attacks.rst", category="Figures", labels={"figure": "attack success"})
+        if plan.attack_report_outputs(config) else [],
+        attacks=[p for p in plan.attack_report_outputs(config) if p.endswith(".md")],
     params:
         spec=lambda w: json.dumps(plan.report_spec(config), sort_keys=True),
         code=code("report"),
