@@ -93,7 +93,7 @@ def completed(project: Path, *configs: str) -> None:
                for f in line.split(",")}
     for name in outputs:
         path = project / name
-        if name.startswith("resources/models/") or name.endswith("/conceptworld"):   # directory outputs
+        if "." not in Path(name).name:   # directory outputs (models, the report's dvc/) have no suffix
             path.mkdir(parents=True, exist_ok=True)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -218,3 +218,6 @@ def test_pruning_table_joins_masks_attacks_and_attribution(tmp_path):
     assert df["top_k_reactivated_ud"].iloc[0] == 0.75 and pd.isna(df["top_k_reactivated_ud"].iloc[1])
     md = markdown(df)
     assert "| tri | w | esd-x | 12 (0.10%) | 100.0% | 10.0% | 8.0 pt | 10.0% | 30.0% |  |  |" in md
+    from eraselab.prune.report import html
+    page = html(df)
+    assert page.count("<tr") == 3 and "12 (0.10%)" in page and "30.0%" in page   # header + two variants

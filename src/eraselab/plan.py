@@ -539,7 +539,7 @@ def prune_report_outputs(cfg: dict) -> list[str]:
     """The pruning table, when the run prunes."""
     if all(p == layout.NONE for p in cfg["run"]["prunings"]):
         return []
-    return [f"{layout.REPORT}/pruning.csv", f"{layout.REPORT}/pruning.md"]
+    return [f"{layout.REPORT}/pruning.{ext}" for ext in ("csv", "md", "html")]
 
 
 def prune_report_spec(cfg: dict) -> dict:

@@ -31,7 +31,10 @@ rule prune_report:
         + [m["path"] for m in plan.prune_report_spec(config)["masks"]]
         + [a["path"] for a in plan.prune_report_spec(config)["attributions"]],
     output:
-        plan.prune_report_outputs(config) or [f"{layout.REPORT}/pruning.csv", f"{layout.REPORT}/pruning.md"],
+        csv=f"{layout.REPORT}/pruning.csv",
+        markdown=f"{layout.REPORT}/pruning.md",
+        table=report(f"{layout.REPORT}/pruning.html", caption="../report/pruning.rst", category="Tables",
+                     labels={"table": "pruning"}),
     params:
         spec=lambda w: json.dumps(plan.prune_report_spec(config), sort_keys=True),
         code=code("prune_report"),

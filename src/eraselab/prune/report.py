@@ -49,8 +49,23 @@ def markdown(df: pd.DataFrame) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def html(df: pd.DataFrame) -> str:
+    """The pruning table as a page for Snakemake's HTML report."""
+    from ..report import html_table, page
+    pct = lambda v: "" if pd.isna(v) else f"{100 * v:.1f}%"
+    extra = [c for c in df.columns if c.startswith(("pre_rate_", "asr_"))]
+    rows = [{"target": r["target"], "pruning": r["prune"], "method": r["method"],
+             "pruned (of UNet)": f"{r['pruned_weights']} ({100 * r['pruned_fraction_of_unet']:.2f}%)",
+             "base rate": pct(r["base_rate"]), "rate": pct(r["erased_rate"]),
+             "others: max drop": f"{r['others_max_drop_points']:.1f} pt", **{c: pct(r[c]) for c in extra}}
+            for r in df.to_dict(orient="records")]
+    return page("Pruning, then erasure", html_table(rows, text=("target", "pruning", "method")),
+                "Per variant: the pruned weights, the target's rate and the others' worst drop; per attack the "
+                "pre-attack rate and the ASR (detected with the plain prompt or under the attack).")
+
+
 def run(spec: dict, out: str | Path) -> None:
-    """spec: {summary, attacks (or null), masks: [...], attributions: [...]}; writes pruning.csv and .md."""
+    """spec: {summary, attacks (or null), masks: [...], attributions: [...]}; writes pruning.csv, .md, .html."""
     from ..runtime import stage
     out_dir = Path(out)
     with stage("prune_report", spec):
@@ -59,3 +74,4 @@ def run(spec: dict, out: str | Path) -> None:
         with atomic_path(out_dir / "pruning.csv") as tmp:
             df.to_csv(tmp, index=False, float_format="%.4f")
         write_text(out_dir / "pruning.md", markdown(df))
+        write_text(out_dir / "pruning.html", html(df))
