@@ -77,11 +77,21 @@ def planned(proc: subprocess.CompletedProcess) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
+def jobs(proc: subprocess.CompletedProcess) -> list[dict]:
+    """Every job a dry run plans: its rule, wildcards, inputs and outputs."""
+    out = []
+    for block in re.split(r"^(?:local)?rule ", proc.stdout + proc.stderr, flags=re.M)[1:]:
+        field = lambda name: re.search(rf"^\s+{name}: (.*)$", block, re.M)
+        files = lambda name: [f.strip() for f in field(name).group(1).split(",")] if field(name) else []
+        wildcards = dict(kv.split("=", 1) for kv in field("wildcards").group(1).split(", ")) if field("wildcards") else {}
+        out.append({"rule": block.split(":", 1)[0], "wildcards": wildcards, "input": files("input"),
+                    "output": files("output")})
+    return out
+
+
 def planned_outputs(proc: subprocess.CompletedProcess, rule: str) -> set[str]:
     """The outputs of the jobs of one rule that a dry run plans."""
-    text = proc.stdout + proc.stderr
-    blocks = re.findall(rf"^(?:local)?rule {rule}:\n(.*?)(?=^\S)", text, re.M | re.S)
-    return {f.strip() for b in blocks for line in re.findall(r"^\s+output: (.*)$", b, re.M) for f in line.split(",")}
+    return {f for j in jobs(proc) if j["rule"] == rule for f in j["output"]}
 
 
 def completed(project: Path, *configs: str) -> None:
@@ -89,9 +99,7 @@ def completed(project: Path, *configs: str) -> None:
     the record of each job as run now (`--touch`), with its params and code fingerprints. What a later
     dry run offers is then exactly what Snakemake's rerun triggers see as changed since."""
     dry = snakemake(project, "-n", "--forceall", "--cores", "1", *configs)
-    outputs = {f.strip() for line in re.findall(r"^\s+output: (.*)$", dry.stdout + dry.stderr, re.M)
-               for f in line.split(",")}
-    for name in outputs:
+    for name in {f for j in jobs(dry) for f in j["output"]}:
         path = project / name
         if "." not in Path(name).name:   # directory outputs (models, the report's dvc/) have no suffix
             path.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,11 @@
 """plan.upstream restates Snakemake's DAG (it feeds each job's lineage): checked against Snakemake's own
 job graph, from a dry run of every shipped preset. A job depends on the jobs whose outputs it reads."""
-import re
-
 import pytest
 
 from eraselab import plan
 from eraselab.config import load_config
 
+from hpc import jobs
 from test_workflow import ROOT, snakemake, workdir
 
 # Every preset that plans offline (config/attacks-sd14.yaml needs Ring-A-Bell's pair files, an external asset).
@@ -17,15 +16,7 @@ PRESETS = [["config.yaml"], ["methods.yaml"], ["attacks.yaml"], ["pruning.yaml"]
 def snakemake_jobs(wd, presets: list[str]) -> list[dict]:
     """Every job of a dry run (--forceall): rule, wildcards, inputs, outputs."""
     args = ["--configfile", *[f"config/{p}" for p in presets]] if presets != ["config.yaml"] else []
-    text = snakemake(wd, "-n", "--forceall", "--cores", "1", *args).stdout
-    jobs = []
-    for block in re.split(r"^(?:local)?rule ", text, flags=re.M)[1:]:
-        rule = block.split(":", 1)[0]
-        field = lambda name: re.search(rf"^\s+{name}: (.*)$", block, re.M)
-        wildcards = dict(kv.split("=", 1) for kv in field("wildcards").group(1).split(", ")) if field("wildcards") else {}
-        files = lambda name: [f.strip() for f in field(name).group(1).split(",")] if field(name) else []
-        jobs.append({"rule": rule, "wildcards": wildcards, "input": files("input"), "output": files("output")})
-    return jobs
+    return jobs(snakemake(wd, "-n", "--forceall", "--cores", "1", *args))
 
 
 def key(rule: str, wildcards: dict) -> tuple:
@@ -34,11 +25,11 @@ def key(rule: str, wildcards: dict) -> tuple:
 
 @pytest.mark.parametrize("presets", PRESETS, ids=lambda p: "+".join(x.removesuffix(".yaml") for x in p))
 def test_lineage_follows_snakemakes_dag(presets, tmp_path):
-    jobs = snakemake_jobs(workdir(tmp_path), presets)
-    producer = {f: key(j["rule"], j["wildcards"]) for j in jobs for f in j["output"]}
+    planned = snakemake_jobs(workdir(tmp_path), presets)
+    producer = {f: key(j["rule"], j["wildcards"]) for j in planned for f in j["output"]}
     cfg = load_config(*[ROOT / "config" / p for p in dict.fromkeys(["config.yaml", *presets])], root=ROOT)
     checked = 0
-    for j in jobs:
+    for j in planned:
         if j["rule"] not in plan.SPECS:   # all, prune_report: no lineage
             continue
         dag = {producer[f] for f in j["input"] if f in producer}

@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 
-CODE_ENV = "ERASELAB_CODE"   # = runtime.CODE_ENV: how the fingerprint reaches the stage's provenance
+from .runtime import CODE_ENV   # how the job's code fingerprint reaches the stage's provenance
 
 
 def _pair(item: str) -> tuple[str, str]:

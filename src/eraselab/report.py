@@ -294,14 +294,18 @@ def tidy_attacks(attack_entries: list[dict], rates: pd.DataFrame) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
+def attack_cost(r) -> str:
+    """An attack's seconds per prompt, or "shared" when computed once on the base model's text encoder."""
+    return "shared" if r.shared else (f"{r.seconds_per_prompt:.1f}" if r.seconds_per_prompt else "")
+
+
 def attacks_markdown(df: pd.DataFrame) -> str:
     from .score.stage import ASR_DEFINITION
     head = ("| model | target (type) | pruning | method | attack | base rate | pre-attack | attack only | "
             "ASR | n | attack s/prompt |\n|---|---|---|---|---|---:|---:|---:|---:|---:|---:|\n")
-    cost = lambda r: "shared" if r.shared else (f"{r.seconds_per_prompt:.1f}" if r.seconds_per_prompt else "")
     lines = [f"| {r.model} | {r.target} ({r.target_type}) | {r.prune} | {r.method} | {r.attack} | "
              f"{100 * r.base_rate:.1f}% | {100 * r.pre_rate:.1f}% | {100 * r.attack_rate:.1f}% | "
-             f"**{100 * r.asr:.1f}%** | {r.n} | {cost(r)} |" for r in df.itertuples()]
+             f"**{100 * r.asr:.1f}%** | {r.n} | {attack_cost(r)} |" for r in df.itertuples()]
     detectors = "; ".join(sorted({f"{r.detector} ({r.detector_rule})" for r in df.itertuples()}))
     return (head + "\n".join(lines) + f"\n\n{ASR_DEFINITION}. Pre-attack: detected with the plain prompt; "
             f"attack only: detected under the attack. Detector: {detectors}. "
@@ -578,10 +582,9 @@ def summary_html(summary: pd.DataFrame) -> str:
 
 def attacks_html(df: pd.DataFrame) -> str:
     from .score.stage import ASR_DEFINITION
-    cost = lambda r: "shared" if r.shared else (f"{r.seconds_per_prompt:.1f}" if r.seconds_per_prompt else "")
     rows = [{"model": r.model, "target (type)": f"{r.target} ({r.target_type})", "pruning": r.prune,
              "method": r.method, "attack": r.attack, "base rate": _pct(r.base_rate), "pre-attack": _pct(r.pre_rate),
-             "attack only": _pct(r.attack_rate), "ASR": _pct(r.asr), "n": r.n, "attack s/prompt": cost(r)}
+             "attack only": _pct(r.attack_rate), "ASR": _pct(r.asr), "n": r.n, "attack s/prompt": attack_cost(r)}
             for r in df.itertuples()]
     return page("Attacks: how often the erased concept comes back", html_table(
         rows, text=("model", "target (type)", "pruning", "method", "attack")),

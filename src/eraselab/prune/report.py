@@ -16,6 +16,10 @@ from ..artifacts import atomic_path, read_json, write_text
 KEYS = ["model", "target", "prune", "method"]
 
 
+def pct(v) -> str:
+    return "" if pd.isna(v) else f"{100 * v:.1f}%"
+
+
 def pruning_table(summary: pd.DataFrame, attacks: pd.DataFrame | None, masks: list[dict],
                   attributions: list[dict]) -> pd.DataFrame:
     """masks: [{model, target, prune, path}]; attributions: [{model, variant, attack, path}]."""
@@ -38,7 +42,6 @@ def pruning_table(summary: pd.DataFrame, attacks: pd.DataFrame | None, masks: li
 
 
 def markdown(df: pd.DataFrame) -> str:
-    pct = lambda v: "" if pd.isna(v) else f"{100 * v:.1f}%"
     extra = [c for c in df.columns if c.startswith(("pre_rate_", "asr_", "spearman_", "top_k_"))]
     head = ("| target | pruning | method | pruned (of UNet) | base rate | rate | others: max drop | "
             + " | ".join(extra) + " |\n|---|---|---|---:|---:|---:|---:|" + "---:|" * len(extra) + "\n")
@@ -52,7 +55,6 @@ def markdown(df: pd.DataFrame) -> str:
 def html(df: pd.DataFrame) -> str:
     """The pruning table as a page for Snakemake's HTML report."""
     from ..report import html_table, page
-    pct = lambda v: "" if pd.isna(v) else f"{100 * v:.1f}%"
     extra = [c for c in df.columns if c.startswith(("pre_rate_", "asr_"))]
     rows = [{"target": r["target"], "pruning": r["prune"], "method": r["method"],
              "pruned (of UNet)": f"{r['pruned_weights']} ({100 * r['pruned_fraction_of_unet']:.2f}%)",
