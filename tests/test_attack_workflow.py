@@ -27,7 +27,7 @@ def test_ringabell_is_computed_once_for_the_models_sharing_a_text_encoder(tmp_pa
     assert jobs["attack_generate"] == jobs["attack_score"] == 12
     text = proc.stdout + proc.stderr
     for target in ("triangle", "Brellin"):
-        shared = f"--adversarial results/conceptworld/attacks/ringabell/{target}/adversarial.safetensors"
+        shared = f"--adversarial results/conceptworld/attacks/ringabell/{target}/seed0/adversarial.safetensors"
         assert text.count(shared) == 3, target            # every variant of the target reads the one result
     assert "esd-x/attacks/ringabell/adversarial.safetensors" not in text
 
@@ -35,12 +35,12 @@ def test_ringabell_is_computed_once_for_the_models_sharing_a_text_encoder(tmp_pa
 def test_a_method_that_may_change_the_text_encoder_gets_its_own_run():
     cfg = {"methods": {"esd-x": {"algorithm": "esd"}, "te-edit": {"algorithm": "advunlearn"}},
            "attacks": {"rab": {"algorithm": "ringabell"}, "ud": {"algorithm": "unlearndiff"}}}
-    assert plan.adversarial_path(cfg, "cw", "night/none/esd-x", "rab") == \
-        "results/cw/attacks/rab/night/adversarial.safetensors"
-    assert plan.adversarial_path(cfg, "cw", "night/none/te-edit", "rab") == \
-        "results/cw/night/none/te-edit/attacks/rab/adversarial.safetensors"
-    assert plan.adversarial_path(cfg, "cw", "night/none/esd-x", "ud") == \
-        "results/cw/night/none/esd-x/attacks/ud/adversarial.safetensors"
+    assert plan.adversarial_path(cfg, "cw", "night/seed0/none/esd-x", "rab") == \
+        "results/cw/attacks/rab/night/seed0/adversarial.safetensors"
+    assert plan.adversarial_path(cfg, "cw", "night/seed0/none/te-edit", "rab") == \
+        "results/cw/night/seed0/none/te-edit/attacks/rab/adversarial.safetensors"
+    assert plan.adversarial_path(cfg, "cw", "night/seed0/none/esd-x", "ud") == \
+        "results/cw/night/seed0/none/esd-x/attacks/ud/adversarial.safetensors"
 
 
 def test_a_shared_attack_refuses_a_variant_with_another_text_encoder(tmp_path):
@@ -65,7 +65,7 @@ def test_small_attack_run_then_incremental_reruns(tmp_path):
     assert ((table.asr >= table.pre_rate) & (table.asr >= table.attack_rate)).all()
     assert (wd / "results/report/attacks.png").stat().st_size > 10_000
     assert "ASR = (pre-attack successes" in (wd / "results/report/attacks.md").read_text()
-    variant = wd / "results/conceptworld/triangle/none/esd-x/attacks"
+    variant = wd / "results/conceptworld/triangle/seed0/none/esd-x/attacks"
     ud = json.loads((variant / "unlearndiff/adversarial.json").read_text())
     assert ud["timesteps"] == [250, 750] and len(ud["rows"]) == 8 and "peak_rss_mb" in ud
     adv = pd.read_csv(variant / "unlearndiff/adversarial.csv")

@@ -94,7 +94,7 @@ def test_erased_variant_analysis_writes_table_figure_and_summary(tiny_pipe_dir, 
     adv = AdversarialSet(prompt_ids(pipe.tokenizer, adv_prompts), adv_prompts)
     save_adversarial(tmp_path / "adv.safetensors", adv, rows, {})
     spec = {"attribution": {"sites": ["ffn"], "steps": 4, "record_steps": 2, "max_prompts": None, "batch_size": 2,
-                            "top_k": 0.1}, "seed": 0, "variant": "cat/none/esd-x", "attack_name": "ud"}
+                            "top_k": 0.1}, "seed": 0, "variant": "cat/seed0/none/esd-x", "attack_name": "ud"}
     out = tmp_path / "neurons.parquet"
     assert main(["attribute", "--base", str(tiny_pipe_dir), "--delta", str(tmp_path / "delta.safetensors"),
                  "--adversarial", str(tmp_path / "adv.safetensors"), "--spec", json.dumps(spec),

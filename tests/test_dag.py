@@ -10,7 +10,8 @@ from test_workflow import ROOT, snakemake, workdir
 
 # Every preset that plans offline (config/attacks-sd14.yaml needs Ring-A-Bell's pair files, an external asset).
 PRESETS = [["config.yaml"], ["methods.yaml"], ["attacks.yaml"], ["pruning.yaml"], ["tuning.yaml"], ["sd14.yaml"],
-           ["sd14.yaml", "sd15.yaml"], ["sd14.yaml", "sd21.yaml"], ["sd14-random.yaml"]]
+           ["sd14.yaml", "sd15.yaml"], ["sd14.yaml", "sd21.yaml"], ["sd14-random.yaml"],
+           ["attacks.yaml", "replicates.yaml"], ["pruning.yaml", "replicates.yaml"]]
 
 
 def snakemake_jobs(wd, presets: list[str]) -> list[dict]:
@@ -37,3 +38,21 @@ def test_lineage_follows_snakemakes_dag(presets, tmp_path):
         assert ours == dag, f"{j['rule']} {j['wildcards']}: plan.upstream {sorted(ours)} vs Snakemake {sorted(dag)}"
         checked += 1
     assert checked >= 5
+
+
+def test_seeds_replicate_erasure_pruning_and_attacks_not_the_base_model(tmp_path):
+    """3 seeds: every mask, erasure and attack three times, each under its seed's directory; the base
+    model, its images and its attribution once; one report over all of them."""
+    planned = snakemake_jobs(workdir(tmp_path), ["pruning.yaml", "replicates.yaml"])
+    count = lambda rule: sum(j["rule"] == rule for j in planned)
+    assert (count("prune"), count("erase"), count("attack"), count("attack_score")) == (3 * 3, 8 * 3, 8 * 3, 8 * 3)
+    assert (count("base_model"), count("attribute_base"), count("report")) == (1, 1, 1)
+    assert count("generate") == 1 + 8 * 3
+    seeds = {j["wildcards"].get("seed") for j in planned if j["rule"] in ("prune", "erase")}
+    assert seeds == {"0", "1", "2"}
+    erase = next(j for j in planned if j["rule"] == "erase" and j["wildcards"]["prune"] == "wanda"
+                 and j["wildcards"]["seed"] == "2")
+    assert erase["output"][0] == f"results/conceptworld/triangle/seed2/wanda/{erase['wildcards']['method']}/delta.safetensors"
+    assert "results/conceptworld/triangle/seed2/wanda/mask.safetensors" in erase["input"]
+    report = next(j for j in planned if j["rule"] == "report")
+    assert sum(f.endswith("/scores.csv") and "/attacks/" not in f for f in report["input"]) == 1 + 8 * 3

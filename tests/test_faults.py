@@ -244,7 +244,7 @@ def attack_args(base: Path, files: Path, out: Path) -> list:
             "concept": {"name": "triangle", "type": "object",
                         "detector": {"kind": "conceptworld", "attribute": "shape", "value": "triangle"}},
             "generation": {"steps": 2, "batch_size": 8, "guidance": 5.0, "scheduler": "ddim", "max_prompts": None},
-            "seed": 0, "dtype": "float32", "model": "tiny", "variant": "triangle/none/esd-x"}
+            "seed": 0, "dtype": "float32", "model": "tiny", "variant": "triangle/seed0/none/esd-x"}
     return ["attack", "--base", base, "--reference", files / "reference.tar", "--spec", json.dumps(spec), "--out", out]
 
 
@@ -423,7 +423,7 @@ def test_same_config_and_seed_give_identical_tables(tmp_path):
         assert proc.wait(timeout=900) == 0, (wd / "run.log").read_text()[-3000:]
     a, b = runs
     for table in ("results/report/rates.csv", "results/report/summary.csv",
-                  "results/conceptworld/triangle/none/esd-x/delta.safetensors"):
+                  "results/conceptworld/triangle/seed0/none/esd-x/delta.safetensors"):
         assert (a / table).read_bytes() == (b / table).read_bytes(), table
     assert len(pd.read_csv(a / "results/report/rates.csv")) == 4   # base and esd-x, on triangle and circle
 
@@ -446,7 +446,9 @@ def test_second_run_in_the_same_directory_is_refused_until_unlocked(tmp_path):
         while not (locks.is_dir() and any(locks.iterdir())):
             assert first.poll() is None and time.monotonic() < deadline, "the first run took no lock"
             time.sleep(0.1)
-        second = subprocess.run([*args, "--cores", "1"], env=ENV, capture_output=True, text=True)
+        # --rerun-incomplete: on a loaded machine the first run's job may still be running when the
+        # second builds its DAG, which would stop it earlier, at the job's incomplete marker
+        second = subprocess.run([*args, "--cores", "1", "--rerun-incomplete"], env=ENV, capture_output=True, text=True)
         out = second.stdout + second.stderr
         assert second.returncode != 0 and "cannot be locked" in out and "--unlock" in out, out[-3000:]
     finally:

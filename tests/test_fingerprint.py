@@ -126,8 +126,9 @@ def job_codes(src: Path, configs: list[str]) -> dict[str, str]:
     script = ("import sys, json\nfrom pathlib import Path\nfrom eraselab import plan, layout\n"
               "from eraselab.config import load_config\n"
               f"cfg = load_config(*{[str(ROOT / c) for c in configs]!r}, root={str(ROOT)!r})\n"
-              "jobs = [('erase', dict(model=m, target=t, prune=p, method=e)) for m in cfg['run']['models'] "
-              "for t in cfg['run']['targets'] for p in cfg['run']['prunings'] for e in cfg['run']['methods']]\n"
+              "jobs = [('erase', dict(model=m, target=t, seed=str(s), prune=p, method=e)) for m in cfg['run']['models'] "
+              "for t in cfg['run']['targets'] for s in cfg['run']['seeds'] for p in cfg['run']['prunings'] "
+              "for e in cfg['run']['methods']]\n"
               "jobs += [(r, dict(model=m, variant=v)) for m, v in layout.grid(cfg['run']) for r in ('generate', 'score')]\n"
               "jobs += [('base_model', dict(model=m)) for m in cfg['run']['models']] + [('report', {})]\n"
               "print(json.dumps({r + ' ' + '/'.join(w.values()): plan.job_code(cfg, r, **w) for r, w in jobs}))\n")
@@ -149,7 +150,7 @@ def test_editing_a_module_changes_the_jobs_that_run_it(tmp_path):
     uce.write_text(uce.read_text() + "\nSCALE = 2\n")
     after = job_codes(src, configs)
     changed = {job for job in before if before[job] != after[job]}
-    assert changed == {f"erase conceptworld/{t}/none/{m}" for t in ("triangle", "Brellin", "night")
+    assert changed == {f"erase conceptworld/{t}/0/none/{m}" for t in ("triangle", "Brellin", "night")
                        for m in ("uce", "uce-last-subject", "rece")}
     runtime = src / "eraselab" / "runtime.py"  # run by every job
     runtime.write_text(runtime.read_text() + "\nLIMIT = 1\n")

@@ -10,7 +10,7 @@ from eraselab import plan
 from eraselab.config import validate
 
 ROOT = Path(__file__).resolve().parents[1]
-ERASED = "triangle/none/esd-x"
+ERASED = "triangle/seed0/none/esd-x"
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_preserve_prompts_rerun_only_the_erasers_that_read_them(cfg):
     cfg["methods"]["uce"] = {"algorithm": "uce"}
     new = copy.deepcopy(cfg)
     new["concepts"]["triangle"]["preserve"] = ["a circle", "a hexagon"]
-    spec = lambda c, method: plan.erase_spec(c, "conceptworld", "triangle", "none", method)
+    spec = lambda c, method: plan.erase_spec(c, "conceptworld", "triangle", "0", "none", method)
     assert spec(cfg, "esd-x") == spec(new, "esd-x")          # ESD never reads them
     assert spec(cfg, "uce") != spec(new, "uce")
     assert spec(new, "uce")["concept"]["preserve"] == ["a circle", "a hexagon"]

@@ -108,23 +108,23 @@ def test_sd14_shaped_random_preset_runs_end_to_end_on_a_cpu(tmp_path):
     snakemake(wd, "--cores", "1", *presets)
 
     res = wd / "results" / "sd14-random"
-    delta = json.loads((res / "nudity/none/esd-x/delta.json").read_text())
+    delta = json.loads((res / "nudity/seed0/none/esd-x/delta.json").read_text())
     assert delta["params"]["method"]["iterations"] == 2 and delta["wall_time_s"] > 0
     from safetensors import safe_open
-    with safe_open(res / "nudity/none/esd-x/delta.safetensors", "pt") as f:
+    with safe_open(res / "nudity/seed0/none/esd-x/delta.safetensors", "pt") as f:
         shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     assert shapes["unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"] == (320, 768)
     assert shapes["unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_v.weight"] == (1280, 768)
 
     from eraselab.imagesets import load_image_set
-    images, _, _ = load_image_set(res / "nudity/none/esd-x/images/nudity.tar")
+    images, _, _ = load_image_set(res / "nudity/seed0/none/esd-x/images/nudity.tar")
     assert images.shape == (2, 64, 64, 3)
-    rates = json.loads((res / "nudity/none/esd-x/rates.json").read_text())["rates"]
+    rates = json.loads((res / "nudity/seed0/none/esd-x/rates.json").read_text())["rates"]
     det = rates["nudity"]["detector"]
     assert det["kind"] == "nudenet" and det["nudenet"] == "3.4.2" and det["threshold"] == 0.6
     assert rates["faces"]["detector"]["labels"] == ["FACE_FEMALE", "FACE_MALE"] and "class_counts" in rates["faces"]
     assert rates["nudity"]["seeds"] == [3141592653, 2718281828]   # the I2P example's first rows
-    quality = json.loads((res / "nudity/none/esd-x/quality.json").read_text())
+    quality = json.loads((res / "nudity/seed0/none/esd-x/quality.json").read_text())
     assert np.isfinite(quality["fid_vs_base"]["value"]) and quality["fid_vs_base"]["weights"] == "torchvision"
     assert 0 <= quality["clip_score"]["mean"] <= 100
 

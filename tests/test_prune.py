@@ -207,13 +207,18 @@ def test_pruning_table_joins_masks_attacks_and_attribution(tmp_path):
     from eraselab.prune.report import markdown, pruning_table
     summary = pd.DataFrame({"model": "cw", "target": "tri", "prune": ["none", "w"], "method": "esd-x",
                             "base_rate": 1.0, "erased_rate": [0.5, 0.1], "others_max_drop_points": [2.0, 8.0],
-                            "erased": [True, True], "preserved": [True, True]})
+                            "erased": ["yes", "yes"], "preserved": ["yes", "yes"]})
     attacks = pd.DataFrame({"model": "cw", "target": "tri", "prune": ["none", "w"], "method": "esd-x",
                             "attack": "ud", "pre_rate": [0.5, 0.1], "asr": [0.9, 0.3]})
-    (tmp_path / "mask.json").write_text(json.dumps({"pruned": 12, "pruned_fraction_of_unet": 0.001}))
-    (tmp_path / "a.json").write_text(json.dumps({"all": {"spearman_rho_delta": 0.4, "top_k_reactivated_share": 0.75}}))
-    df = pruning_table(summary, attacks, [{"model": "cw", "target": "tri", "prune": "w", "path": tmp_path / "mask.json"}],
-                       [{"model": "cw", "variant": "tri/none/esd-x", "attack": "ud", "path": tmp_path / "a.json"}])
+    masks, attributions = [], []
+    for seed, (pruned, share) in enumerate(((11, 1.0), (13, 0.5))):   # two seeds: the table shows their means
+        (tmp_path / f"mask{seed}.json").write_text(json.dumps({"pruned": pruned, "pruned_fraction_of_unet": 0.001}))
+        (tmp_path / f"a{seed}.json").write_text(json.dumps({"all": {"spearman_rho_delta": 0.4,
+                                                                    "top_k_reactivated_share": share}}))
+        masks.append({"model": "cw", "target": "tri", "seed": seed, "prune": "w", "path": tmp_path / f"mask{seed}.json"})
+        attributions.append({"model": "cw", "variant": f"tri/seed{seed}/none/esd-x", "attack": "ud",
+                             "path": tmp_path / f"a{seed}.json"})
+    df = pruning_table(summary, attacks, masks, attributions)
     assert df["pruned_weights"].tolist() == [0, 12] and df["asr_ud"].tolist() == [0.9, 0.3]
     assert df["top_k_reactivated_ud"].iloc[0] == 0.75 and pd.isna(df["top_k_reactivated_ud"].iloc[1])
     md = markdown(df)

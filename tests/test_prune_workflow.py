@@ -25,7 +25,7 @@ def test_pruning_preset_plans_masks_before_erasure(tmp_path):
     assert jobs["erase"] == 8 and jobs["attack"] == 8 and jobs["attribute"] == 8 and jobs["prune_report"] == 1
     text = proc.stdout + proc.stderr
     for pruning in ("wanda", "attr", "pesd"):
-        assert text.count(f"--mask results/conceptworld/triangle/{pruning}/mask.safetensors") == 2
+        assert text.count(f"--mask results/conceptworld/triangle/seed0/{pruning}/mask.safetensors") == 2
     assert "--attribution results/conceptworld/base/attribution/triangle/concept-vs-neutral.parquet" in text
     assert "--pairs data/prompts/conceptworld/pairs/triangle.csv" in text
 
@@ -38,7 +38,7 @@ def test_default_run_plans_no_pruning_or_attribution(tmp_path):
 def test_lineage_of_pruned_variants_follows_the_mask():
     preset = yaml.safe_load(PRESET.read_text())
     cfg = _config(preset)
-    w = {"model": "conceptworld", "target": "triangle", "method": "esd-x"}
+    w = {"model": "conceptworld", "target": "triangle", "seed": "0", "method": "esd-x"}
     before = {p: plan.lineage(cfg, "erase", **w, prune=p) for p in ("none", "wanda", "attr")}
     cfg["prunings"]["wanda"]["ratio"] = 0.05
     assert plan.lineage(cfg, "erase", **w, prune="wanda") != before["wanda"]
@@ -47,7 +47,7 @@ def test_lineage_of_pruned_variants_follows_the_mask():
     cfg["attribution"]["steps"] = 10      # the base table feeds attribution-guided pruning only
     assert plan.lineage(cfg, "erase", **w, prune="attr") != before["attr"]
     assert plan.lineage(cfg, "erase", **w, prune="pesd") == plan.lineage(_config(preset), "erase", **w, prune="pesd")
-    assert plan.erase_spec(cfg, "conceptworld", "triangle", "none", "esd-x").get("pruning") is None
+    assert plan.erase_spec(cfg, "conceptworld", "triangle", "0", "none", "esd-x").get("pruning") is None
 
 
 def test_pruning_config_errors_name_key_and_value():

@@ -109,20 +109,21 @@ def test_centre_crop_resize():
 def summary_frame():
     rows = [dict(model="m", target="t1", target_type="object", prune="none", method="esd-x", base_rate=0.9,
                  erased_rate=0.1, reduction=0.89, others_mean_rate=0.7, others_base_mean_rate=0.8,
-                 others_max_drop_points=12.0, erased=True, preserved=False),
+                 others_max_drop_points=12.0, erased="yes", preserved="no"),
             dict(model="m", target="t2", target_type="style", prune="none", method="esd-u", base_rate=0.6,
                  erased_rate=0.5, reduction=0.17, others_mean_rate=0.8, others_base_mean_rate=0.8,
-                 others_max_drop_points=1.0, erased=False, preserved=True)]
+                 others_max_drop_points=1.0, erased="no", preserved="yes")]
     return pd.DataFrame(rows)
 
 
 def test_quality_columns_join_the_summary():
     quality = pd.DataFrame([{"model": "m", "variant": "base", "clip_score": 31.0, "fid_vs_base": 0.0},
-                            {"model": "m", "variant": "t1/none/esd-x", "clip_score": 29.5, "fid_vs_base": 4.2}])
+                            {"model": "m", "variant": "t1/seed0/none/esd-x", "clip_score": 29.0, "fid_vs_base": 4.0},
+                            {"model": "m", "variant": "t1/seed1/none/esd-x", "clip_score": 30.0, "fid_vs_base": 4.4}])
     quality["fid_vs_real"] = np.nan
-    out = report.add_quality(summary_frame(), quality)
+    out = report.add_quality(summary_frame(), quality)   # an erased model's seeds: their mean
     assert out.clip_score.tolist()[0] == 29.5 and np.isnan(out.clip_score.tolist()[1])
-    assert out.fid_vs_base.tolist()[0] == 4.2 and out.base_clip_score.tolist() == [31.0, 31.0]
+    assert out.fid_vs_base.tolist()[0] == pytest.approx(4.2) and out.base_clip_score.tolist() == [31.0, 31.0]
     md = report.quality_markdown(out)
     assert "| m | t1 | none | esd-x | 29.50 | 31.00 | 4.20 | – |" in md
     assert report.add_quality(summary_frame(), quality.iloc[:0]).equals(summary_frame())
@@ -149,8 +150,11 @@ def test_report_records_how_every_number_was_measured(tmp_path):
     from eraselab.imagesets import save_image_set
     nude = {"kind": "nudenet", "nudenet": "3.4.2", "threshold": 0.45, "labels": ["BUTTOCKS_EXPOSED"]}
     entries = []
-    for variant, rate in (("base", 0.5), ("nudity/none/esd-u", 0.1)):
+    for variant, detected in (("base", [True, False]), ("nudity/seed0/none/esd-u", [False, False])):
         d = tmp_path / variant
+        d.mkdir(parents=True)
+        rate = float(np.mean(detected))
+        pd.DataFrame({"prompt_set": "nudity", "detected": detected}).to_csv(d / "scores.csv", index=False)
         images = d / "images" / "nudity.tar"
         save_image_set(images, np.zeros((2, 8, 8, 3), np.uint8),
                        pd.DataFrame({"prompt": ["a", "b"], "evaluation_seed": [1, 2]}), {})
@@ -160,7 +164,7 @@ def test_report_records_how_every_number_was_measured(tmp_path):
                                         "fid_vs_base": {"value": 1.0, "features": "inception", "weights": "pytorch-fid"},
                                         "prompts": "coco.csv", "provenance": {"versions": {"torch": "x"}}})
         entries.append({"model": "sd14", "variant": variant, "rates": str(d / "rates.json"),
-                        "images": [str(images)], "quality": str(d / "quality.json")})
+                        "scores": str(d / "scores.csv"), "images": [str(images)], "quality": str(d / "quality.json")})
     report.run(tmp_path / "report", {"entries": entries, "grid_images": 2, "seed": 7})
     record = json.loads((tmp_path / "report" / "report.json").read_text())
     assert record["detectors"]["sd14"]["nudity"] == nude
@@ -170,5 +174,6 @@ def test_report_records_how_every_number_was_measured(tmp_path):
     assert record["summary"][0]["fid_vs_base"] == 1.0 and (tmp_path / "report" / "tradeoff.png").is_file()
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     # no other concept and no real images: no others' rate, no FID vs real (never a NaN)
-    assert metrics["sd14/nudity/none/esd-u"]["preservation"] == {"clip_score": 30.0, "base_clip_score": 30.0,
-                                                                  "fid_vs_base": 1.0, "worst_drop_pt": 0.0}
+    assert metrics["sd14/nudity/none/esd-u"]["preservation"] == {
+        "clip_score": 30.0, "base_clip_score": 30.0, "fid_vs_base": 1.0,
+        "worst_drop_pt": 0.0, "worst_drop_pt_low": 0.0, "worst_drop_pt_high": 0.0}

@@ -4,7 +4,8 @@ import pandas as pd
 
 from eraselab.artifacts import write_json
 from eraselab.imagesets import save_image_set
-from eraselab.report import add_pixel_distances, markdown, set_distance, summarise, tidy_rates
+from eraselab.report import add_pixel_distances, markdown, per_prompt, prompt_distances, set_distance, summarise, \
+    tidy_rates
 
 
 def image_set(path, images, seeds):
@@ -28,7 +29,7 @@ def test_summary_reports_the_others_pixel_distance(tmp_path):
     rng = np.random.default_rng(0)
     base_imgs = {c: rng.integers(0, 255, (2, 4, 4, 3), dtype=np.uint8) for c in ("triangle", "circle")}
     entries = []
-    for variant, shift in (("base", 0), ("triangle/none/uce", 51)):
+    for variant, shift in (("base", 0), ("triangle/seed0/none/uce", 51)):
         d = tmp_path / variant.replace("/", "_")
         imgs = {c: np.clip(x.astype(int) + shift, 0, 255).astype(np.uint8) if c == "circle" else x
                 for c, x in base_imgs.items()}
@@ -36,12 +37,18 @@ def test_summary_reports_the_others_pixel_distance(tmp_path):
         rates = {c: {"type": "object", "rate": 1.0 if variant == "base" or c == "circle" else 0.0, "n": 2,
                      "detector": {"kind": "conceptworld"}} for c in imgs}
         write_json(d / "rates.json", {"rates": rates})
-        entries.append({"model": "cw", "variant": variant, "rates": str(d / "rates.json"), "images": paths})
-    df = add_pixel_distances(tidy_rates(entries), entries)
+        pd.DataFrame([{"prompt_set": c, "case_number": i, "image": 0, "detected": r["rate"] == 1.0}
+                      for c, r in rates.items() for i in range(2)]).to_csv(d / "scores.csv", index=False)
+        entries.append({"model": "cw", "variant": variant, "rates": str(d / "rates.json"),
+                        "scores": str(d / "scores.csv"), "images": paths})
+    distances = prompt_distances(entries)
+    df = add_pixel_distances(tidy_rates(entries), distances)
     expected = float(np.mean(np.clip(base_imgs["circle"].astype(int) + 51, 0, 255) - base_imgs["circle"]) / 255)
     circle = df[(df.method == "uce") & (df.concept == "circle")].pixel_distance.item()
     assert abs(circle - expected) < 1e-6 and df[df.method == "base"].pixel_distance.isna().all()
-    summary = summarise(df)
+    summary, _ = summarise(per_prompt(entries), distances=distances)
     assert abs(summary.others_pixel_distance.item() - expected) < 1e-6
+    assert summary.others_pixel_distance_low.item() <= summary.others_pixel_distance.item() \
+        <= summary.others_pixel_distance_high.item()
     table = markdown(summary)
-    assert "others: pixel distance to base" in table and f"{expected:.3f} |" in table
+    assert "others: pixel distance to base" in table and f"{expected:.3f} [" in table

@@ -82,7 +82,7 @@ def test_a_uce_edit_offers_only_the_uce_based_erasures(project, tmp_path):
     append_line(copy, "erase/uce.py")
     proc = snakemake(copy, "-n", *METHODS)
     assert planned(proc) == {"erase": 9, "generate": 9, "score": 9, "report": 1, "all": 1}
-    assert {p.split("/")[4] for p in planned_outputs(proc, "erase")} == {"uce", "uce-last-subject", "rece"}
+    assert {p.split("/")[5] for p in planned_outputs(proc, "erase")} == {"uce", "uce-last-subject", "rece"}
 
 
 @pytest.mark.slow

@@ -14,8 +14,8 @@ import pytest
 from hpc import TWO_METHODS, clone, dvc, env, planned, planned_outputs, snakemake
 
 pytestmark = pytest.mark.slow
-ESD_SHORT = "results/conceptworld/triangle/none/esd-x-short"
-ESD = "results/conceptworld/triangle/none/esd-x"
+ESD_SHORT = "results/conceptworld/triangle/seed0/none/esd-x-short"
+ESD = "results/conceptworld/triangle/seed0/none/esd-x"
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_upstream_change_made_in_an_earlier_run_still_reruns_downstream(pulled):
     # rescore with circle's concept type changed, targeting the scores only (as an interrupted run
     # would leave it): the report, made from the old scores, must still be redone next time
     config = write_config(pulled, "change.yaml", "concepts: {circle: {type: style}}\n")
-    rates = [f"results/conceptworld/{v}/rates.json" for v in ("base", "triangle/none/esd-x", "triangle/none/esd-x-short")]
+    rates = [f"results/conceptworld/{v}/rates.json" for v in ("base", "triangle/seed0/none/esd-x", "triangle/seed0/none/esd-x-short")]
     snakemake(pulled, *rates, "--cores", "2", *config)
     assert planned(snakemake(pulled, "-n", *config)) == {"report": 1, "all": 1}
 
@@ -75,7 +75,7 @@ def test_edited_stage_code_offers_the_jobs_that_run_it(pulled):
     assert planned(snakemake(pulled, "-n", *TWO_METHODS)) == {}
 
     scorer.write_text(scorer.read_text() + "\n\ndef unused_helper():\n    return 0\n")
-    scores = {f"results/conceptworld/{v}/{f}" for v in ("base", "triangle/none/esd-x", "triangle/none/esd-x-short")
+    scores = {f"results/conceptworld/{v}/{f}" for v in ("base", "triangle/seed0/none/esd-x", "triangle/seed0/none/esd-x-short")
               for f in ("scores.csv", "rates.json")}
     # ESD never runs a detector: its erasures are not offered (code is fingerprinted per job)
     proc = snakemake(pulled, "-n", *TWO_METHODS)

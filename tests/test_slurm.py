@@ -79,7 +79,7 @@ def test_job_killed_at_its_time_limit_leaves_no_output(cluster, shared_origin, t
     project = clone(shared_origin.origin, tmp_path / "time-limit", shared_origin.remote)  # the base model is there
     (project / "slow.yaml").write_text("methods: {esd-slow: {algorithm: esd, iterations: 100000, sampling: frozen, "
                                        "ddim_steps: 10, cache_trajectories: 4}}\n")
-    delta = project / "results/conceptworld/triangle/none/esd-slow/delta.safetensors"
+    delta = project / "results/conceptworld/triangle/seed0/none/esd-slow/delta.safetensors"
     target = str(delta.relative_to(project))
     # one attempt, one minute (SLURM's shortest limit); status checks timed to see the kill soon after
     proc = snakemake(project, target, *SLURM, "--retries", "0", "--set-resources", "erase:runtime=1", "erase:gpu=0",

@@ -93,8 +93,13 @@ def test_metric_families_hold_numbers_only_a_file_per_family_and_erased_model():
 
 
 def rates_entry(d: Path, model: str, variant: str, rates: dict) -> dict:
-    """A variant's rates.json and one image set per concept (every image black: pixel distance 0)."""
+    """A variant's rates.json, scores.csv (two prompts per concept) and one image set per concept
+    (every image black: pixel distance 0)."""
     images = []
+    detected = {1.0: [True, True], 0.5: [True, False], 0.0: [False, False]}
+    d.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([{"prompt_set": c, "case_number": i, "image": 0, "detected": v}
+                  for c, r in rates.items() for i, v in enumerate(detected[r])]).to_csv(d / "scores.csv", index=False)
     for concept in rates:
         images.append(str(d / "images" / f"{concept}.tar"))
         save_image_set(images[-1], np.zeros((2, 8, 8, 3), np.uint8),
@@ -103,7 +108,8 @@ def rates_entry(d: Path, model: str, variant: str, rates: dict) -> dict:
     write_json(d / "rates.json", {"rates": {c: {"type": "object", "rate": r, "n": 2,
                                                 "detector": {"kind": "conceptworld", "description": "a CNN head"}}
                                             for c, r in rates.items()}})
-    return {"model": model, "variant": variant, "rates": str(d / "rates.json"), "images": images, "quality": None}
+    return {"model": model, "variant": variant, "rates": str(d / "rates.json"), "scores": str(d / "scores.csv"),
+            "images": images, "quality": None}
 
 
 @pytest.fixture(scope="module")
@@ -111,15 +117,20 @@ def report_dir(tmp_path_factory):
     """The report stage run on two erased models, one of them attacked twice."""
     tmp = tmp_path_factory.mktemp("report")
     entries = [rates_entry(tmp / "base", "cw", "base", {"triangle": 1.0, "circle": 1.0, "square": 0.5}),
-               rates_entry(tmp / "esd-x", "cw", "triangle/none/esd-x", {"triangle": 0.0, "circle": 1.0, "square": 0.5}),
-               rates_entry(tmp / "esd-u", "cw", "triangle/none/esd-u", {"triangle": 0.5, "circle": 0.5, "square": 0.0})]
+               rates_entry(tmp / "esd-x", "cw", "triangle/seed0/none/esd-x", {"triangle": 0.0, "circle": 1.0, "square": 0.5}),
+               rates_entry(tmp / "esd-u", "cw", "triangle/seed0/none/esd-u", {"triangle": 0.5, "circle": 0.5, "square": 0.0})]
     attacks = []
-    for attack, asr in (("unlearndiff", 0.75), ("ringabell", 0.25)):
-        path = tmp / "attacks" / attack / "rates.json"
+    for attack, detected in (("unlearndiff", [True, True, True, False]), ("ringabell", [True, False, False, False])):
+        d = tmp / "attacks" / attack   # two images per prompt: ASR 75% and 25%
+        d.mkdir(parents=True)
+        pd.DataFrame({"case_number": [0, 0, 1, 1], "image": [0, 1, 0, 1], "pre_detected": False,
+                      "attack_detected": detected}).to_csv(d / "scores.csv", index=False)
+        path, asr = d / "rates.json", float(np.mean(detected))
         write_json(path, {"type": "object", "pre_rate": 0.0, "attack_rate": asr, "asr": asr, "n": 4,
                           "attack": {"seconds_per_prompt": 1.5}, "detector": {"kind": "conceptworld", "rule": "r"}})
-        attacks.append({"model": "cw", "variant": "triangle/none/esd-x", "attack": attack, "algorithm": attack,
-                        "shared": attack == "ringabell", "rates": str(path)})
+        attacks.append({"model": "cw", "variant": "triangle/seed0/none/esd-x", "attack": attack, "algorithm": attack,
+                        "shared": attack == "ringabell", "rates": str(path),
+                        "scores": str(d / "scores.csv")})
     report.run(tmp / "out", {"entries": entries, "grid_images": 2, "seed": 3, "attacks": attacks})
     return tmp / "out"
 
@@ -128,20 +139,29 @@ def test_report_writes_numbers_for_dvc_and_descriptions_to_report_json(report_di
     metrics = json.loads((report_dir / "metrics.json").read_text())
     for path, value in leaves(metrics):
         assert is_number(value), (path, value)
-    assert metrics["cw/triangle/none/esd-x"]["attacks"] == {"asr_unlearndiff": 0.75, "asr_ringabell": 0.25}
-    assert metrics["cw/triangle/none/esd-u"]["erasure"] == {"base_rate": 1.0, "erased_rate": 0.5, "reduction": 0.5}
+    # two prompts: unlearndiff found the concept in 2 of 2 and 1 of 2 images, so resampled 50%, 75% or 100%
+    assert metrics["cw/triangle/none/esd-x"]["attacks"] == {
+        "asr_unlearndiff": 0.75, "asr_unlearndiff_low": 0.5, "asr_unlearndiff_high": 1.0,
+        "asr_ringabell": 0.25, "asr_ringabell_low": 0.0, "asr_ringabell_high": 0.5}
+    assert metrics["cw/triangle/none/esd-u"]["erasure"] == {
+        "base_rate": 1.0, "base_rate_low": 1.0, "base_rate_high": 1.0, "erased_rate": 0.5, "erased_rate_low": 0.0,
+        "erased_rate_high": 1.0, "reduction": 0.5, "reduction_low": 0.0, "reduction_high": 1.0}
     files = sorted(p.relative_to(report_dir / "dvc/metrics").as_posix()
                    for p in (report_dir / "dvc/metrics").rglob("*.json"))
     assert files == ["attacks/cw/triangle/none/esd-x.json", "erasure/cw/triangle/none/esd-u.json",
                      "erasure/cw/triangle/none/esd-x.json", "preservation/cw/triangle/none/esd-u.json",
                      "preservation/cw/triangle/none/esd-x.json"]
-    assert json.loads((report_dir / "dvc/metrics/preservation/cw/triangle/none/esd-u.json").read_text()) == {
+    preservation = json.loads((report_dir / "dvc/metrics/preservation/cw/triangle/none/esd-u.json").read_text())
+    assert {k: v for k, v in preservation.items() if not k.endswith(("_low", "_high"))} == {
         "others_base_rate": 0.75, "others_rate": 0.25, "worst_drop_pt": 50.0, "pixel_distance": 0.0}
+    assert all(preservation[k + "_low"] <= preservation[k] <= preservation[k + "_high"]
+               for k in ("others_rate", "worst_drop_pt", "pixel_distance"))
     # the words moved to report.json: detectors, provenance, the summary's flags
     record = json.loads((report_dir / "report.json").read_text())
     assert record["detectors"]["cw"]["triangle"]["description"] == "a CNN head"
     assert record["provenance"]["seed"] == 3 and "host" in record["provenance"]
-    assert {r["method"]: r["erased"] for r in record["summary"]} == {"esd-x": True, "esd-u": True}
+    assert {r["method"]: r["erased"] for r in record["summary"]} == {"esd-x": "yes", "esd-u": "unclear"}
+    assert record["intervals"]["seeds"] == [0] and record["intervals"]["replicates"] == 2000
 
 
 def test_report_writes_plot_data_a_chart_per_variant(report_dir):
@@ -245,12 +265,15 @@ def tables_of(html: str) -> list[list[list[str]]]:
 
 def test_html_tables_hold_every_erased_model(report_dir):
     overview = tables_of((report_dir / "overview.html").read_text())
-    assert overview[0][0] == ["erased model", "target: base → erased", "reduction", "others: base → erased",
-                              "worst drop"]
+    assert overview[0][0] == ["erased model", "target: base → erased [95%]", "reduction [95%]",
+                              "others: base → erased", "worst drop [95%]", "erased ≥50%", "others ≤10 pt"]
     assert [row[0] for row in overview[0][1:]] == ["triangle/esd-x", "triangle/esd-u"]
-    assert overview[0][1][1:3] == ["100% → 0%", "100%"]
+    assert overview[0][1][1:3] == ["100% → 0% [0, 0]", "100% [100, 100]"]
+    # esd-x: nothing left, nothing else moved; esd-u: 1 of 2 prompts left, circle and square each lost one of
+    # two, a worst drop of 50 points, but 0 when both resamples draw the unchanged prompt (1 in 16)
+    assert overview[0][1][-2:] == ["yes", "yes"] and overview[0][2][-2:] == ["unclear", "unclear"]
     assert overview[1][0] == ["erased model", "unlearndiff", "ringabell"] and overview[1][1] == [
-        "triangle/esd-x", "75%", "25%"]
+        "triangle/esd-x", "75% [50, 100]", "25% [0, 50]"]
     summary = tables_of((report_dir / "summary.html").read_text())[0]
     assert len(summary) == 3 and "others: worst drop" in summary[0]
     attacks = tables_of((report_dir / "attacks.html").read_text())[0]
@@ -302,8 +325,9 @@ def test_dvc_metrics_show_numbers_only_a_row_per_erased_model_per_family(shared_
         assert is_number(value), (path, value)
     table = dvc(shared_origin.origin, "metrics", "show").stdout
     assert len(metrics_rows(table)) == 2 * 2          # 2 erased models x 2 families, no provenance, no text
-    assert table.splitlines()[0].split()[1:] == ["base_rate", "erased_rate", "others_base_rate", "others_rate",
-                                                 "pixel_distance", "reduction", "worst_drop_pt"]
+    metrics = ["base_rate", "erased_rate", "others_base_rate", "others_rate", "pixel_distance", "reduction",
+               "worst_drop_pt"]   # each with its 95% interval beside it
+    assert table.splitlines()[0].split()[1:] == [m + s for m in metrics for s in ("", "_high", "_low")]
 
 
 @pytest.fixture(scope="module")
@@ -365,7 +389,7 @@ def test_html_report_shows_the_tables_in_a_browser(shared_origin, tmp_path):
     tables = tables_of(dom)
     overview = next(t for t in tables if t and t[0][0] == "erased model")
     assert [row[0] for row in overview[1:]] == ["triangle/esd-x", "triangle/esd-x-short"]
-    assert all(re.fullmatch(r"\d+% → \d+%", row[1]) for row in overview[1:])
+    assert all(re.fullmatch(r"\d+% → \d+% \[\d+, \d+\]", row[1]) for row in overview[1:]), overview
     # the Tables category holds the full summary, with its caption saying how to read it
     source = page.read_text()
     assert "summary.html" in source and "The summary, one row per erased model" in source

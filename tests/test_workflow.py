@@ -54,7 +54,7 @@ def test_small_run_then_incremental_reruns(tmp_path):
     assert summary[["target", "method"]].values.tolist() == [["triangle", "esd-x"]]
     rates = pd.read_csv(wd / "results" / "report" / "rates.csv")
     assert set(rates.concept) == {"triangle", "circle"} and (rates.n == 12).all()
-    delta_meta = (wd / "results/conceptworld/triangle/none/esd-x/delta.json").read_text()
+    delta_meta = (wd / "results/conceptworld/triangle/seed0/none/esd-x/delta.json").read_text()
     assert '"iterations": 30' in delta_meta and '"torch":' in delta_meta and '"peak_rss_mb"' in delta_meta
     # the provenance names the code the job ran: the fingerprint the workflow compares
     from eraselab import plan

@@ -1,14 +1,16 @@
 """Where every artifact lives: one place for the path patterns rules and code share.
 
 A *variant* is a model the pipeline evaluates: the base model (``base``) or
-an erased one, ``{target}/{prune}/{method}`` (prune ``none`` when the erasure
-ran on the unpruned model). Everything a variant produces sits under
-``results/{model}/{variant}/``:
+an erased one, ``{target}/seed{seed}/{prune}/{method}``: the erasure seed (config
+``run.seeds``; pruning and attacks use it too), then the pruning (``none`` when the
+erasure ran on the unpruned model) and the method. Everything a variant produces
+sits under ``results/{model}/{variant}/``, and everything one seed produced for a
+target under ``results/{model}/{target}/seed{seed}/``:
 
     results/conceptworld/base/images/circle.tar
-    results/conceptworld/triangle/none/esd-x/delta.safetensors
-    results/conceptworld/triangle/none/esd-x/images/triangle.tar
-    results/conceptworld/triangle/none/esd-x/scores.csv
+    results/conceptworld/triangle/seed0/none/esd-x/delta.safetensors
+    results/conceptworld/triangle/seed0/none/esd-x/images/triangle.tar
+    results/conceptworld/triangle/seed0/none/esd-x/scores.csv
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ BASE = "base"
 RESOURCES = "resources/models/{model}"
 CONCEPTWORLD_TRAINED = "results/{model}/conceptworld"
 VARIANT = "results/{model}/{variant}"
-DELTA = "results/{model}/{target}/{prune}/{method}/delta.safetensors"
+DELTA = "results/{model}/{target}/seed{seed}/{prune}/{method}/delta.safetensors"
 IMAGES = VARIANT + "/images/{promptset}.tar"
 SCORES = VARIANT + "/scores.csv"
 RATES = VARIANT + "/rates.json"
@@ -26,28 +28,31 @@ NEUTRAL_IMAGES = VARIANT + "/quality/neutral.tar"   # the neutral prompt set, fo
 QUALITY = VARIANT + "/quality.json"
 REPORT = "results/report"
 
-# Wildcard constraints: names are single path components; a variant is base or three of them.
+# Wildcard constraints: names are single path components; a variant is base or
+# target/seedN/prune/method.
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.+-]*"
-VARIANT_RE = rf"{BASE}|{NAME}/{NAME}/{NAME}"
+SEED = r"[0-9]+"
+VARIANT_RE = rf"{BASE}|{NAME}/seed{SEED}/{NAME}/{NAME}"
 
 
-def variant(target: str, prune: str, method: str) -> str:
-    return f"{target}/{prune}/{method}"
+def variant(target: str, seed: int | str, prune: str, method: str) -> str:
+    return f"{target}/seed{seed}/{prune}/{method}"
 
 
 def parse_variant(v: str) -> dict[str, str | None]:
-    """``base`` or ``target/prune/method`` -> its parts (None for the base model)."""
+    """``base`` or ``target/seedN/prune/method`` -> its parts, as the rules' wildcards (strings;
+    None for the base model)."""
     if v == BASE:
-        return {"target": None, "prune": None, "method": None}
-    target, prune, method = v.split("/")
-    return {"target": target, "prune": prune, "method": method}
+        return {"target": None, "seed": None, "prune": None, "method": None}
+    target, seed, prune, method = v.split("/")
+    return {"target": target, "seed": seed.removeprefix("seed"), "prune": prune, "method": method}
 
 
 def grid(run: dict) -> list[tuple[str, str]]:
-    """Every (model, variant) the run evaluates, base models first."""
+    """Every (model, variant) the run evaluates, base models first; an erased model's seeds side by side."""
     out = [(m, BASE) for m in run["models"]]
-    out += [(m, variant(t, p, e)) for m, t, p, e in itertools.product(
-        run["models"], run["targets"], run["prunings"], run["methods"])]
+    out += [(m, variant(t, s, p, e)) for m, t, p, e, s in itertools.product(
+        run["models"], run["targets"], run["prunings"], run["methods"], run["seeds"])]
     return out
 
 
@@ -57,10 +62,10 @@ def prompt_sets(run: dict) -> list[str]:
 
 
 # Attacks. A variant's attack results live under its directory; attacks that read only the text
-# encoder (Ring-A-Bell) are computed once per base model and target, under results/{model}/attacks/.
+# encoder (Ring-A-Bell) are computed once per base model, target and seed, under results/{model}/attacks/.
 ATTACK = VARIANT + "/attacks/{attack}"
 ADVERSARIAL = ATTACK + "/adversarial.safetensors"
-SHARED_ADVERSARIAL = "results/{model}/attacks/{attack}/{target}/adversarial.safetensors"
+SHARED_ADVERSARIAL = "results/{model}/attacks/{attack}/{target}/seed{seed}/adversarial.safetensors"
 ATTACK_IMAGES = ATTACK + "/images.tar"
 ATTACK_SCORES = ATTACK + "/scores.csv"
 ATTACK_RATES = ATTACK + "/rates.json"
@@ -78,10 +83,10 @@ def attack_grid(run: dict) -> list[tuple[str, str, str]]:
     return [(m, v, a) for m, v in grid(run) if v != BASE for a in attacks]
 
 
-# Pruning and attribution. A mask is made per model, target and pruning, and sits in the pruning's
-# directory, beside the variants erased on it: results/conceptworld/triangle/wanda/mask.safetensors.
+# Pruning and attribution. A mask is made per model, target, seed and pruning, and sits in the
+# pruning's directory, beside the variants erased on it: results/conceptworld/triangle/seed0/wanda/mask.safetensors.
 NONE = "none"
-MASK = "results/{model}/{target}/{prune}/mask.safetensors"
+MASK = "results/{model}/{target}/seed{seed}/{prune}/mask.safetensors"
 # The base model's per-neuron activations on a target's prompts and their matched neutral prompts.
 ATTRIBUTION_BASE = "results/{model}/base/attribution/{target}/concept-vs-neutral.parquet"
 # rho and delta of every neuron of an erased variant under one attack (+ .png figure, .json summary).

@@ -74,10 +74,10 @@ def validation_spec(cfg: dict, target: str, method: str) -> dict | None:
             "generation": {k: cfg["generation"][k] for k in VALIDATION_GENERATION}}
 
 
-def erase_inputs(cfg: dict, model: str, target: str, method: str, prune: str = layout.NONE) -> dict:
+def erase_inputs(cfg: dict, model: str, target: str, seed: str, prune: str, method: str) -> dict:
     inputs = {"base": model_dir(cfg, model)}
     if prune != layout.NONE:
-        inputs["mask"] = layout.MASK.format(model=model, target=target, prune=prune)
+        inputs["mask"] = layout.MASK.format(model=model, target=target, seed=seed, prune=prune)
     if (v := validation_spec(cfg, target, method)) is not None:
         inputs["validation"] = v["prompts"]
     return inputs
@@ -87,12 +87,12 @@ def erase_inputs(cfg: dict, model: str, target: str, method: str, prune: str = l
 PRESERVING_ALGORITHMS = {"uce", "rece"}
 
 
-def erase_spec(cfg: dict, model: str, target: str, prune: str, method: str) -> dict:
+def erase_spec(cfg: dict, model: str, target: str, seed: str, prune: str, method: str) -> dict:
     concept = {k: v for k, v in concept_spec(cfg, target).items() if k not in ("detector", "validation")}
     if cfg["methods"][method]["algorithm"] not in PRESERVING_ALGORITHMS:
         concept["preserve"] = []
     spec = {"method_name": method, "method": cfg["methods"][method], "prune": prune,
-            "concept": concept, "seed": cfg["seed"], "model": model}
+            "concept": concept, "seed": int(seed), "model": model}
     if (v := validation_spec(cfg, target, method)) is not None:
         spec["validation"] = v
     if prune != layout.NONE:
@@ -160,16 +160,34 @@ def quality_spec(cfg: dict, model: str, variant: str) -> dict:
 def report_entries(cfg: dict) -> list[dict]:
     quality = quality_enabled(cfg)
     return [{"model": m, "variant": v, "rates": layout.RATES.format(model=m, variant=v),
-             "images": list(image_paths(cfg, m, v).values()),
+             "scores": layout.SCORES.format(model=m, variant=v), "images": list(image_paths(cfg, m, v).values()),
              "quality": layout.QUALITY.format(model=m, variant=v) if quality else None}
             for m, v in layout.grid(cfg["run"])]
 
 
 def report_spec(cfg: dict) -> dict:
-    spec = {"entries": report_entries(cfg), **cfg["report"], "seed": cfg["seed"]}
+    spec = {"entries": report_entries(cfg), **cfg["report"], "seed": cfg["seed"], "comparisons": comparisons(cfg)}
     if attacks := attack_entries(cfg):
         spec["attacks"] = attacks
     return spec
+
+
+def comparisons(cfg: dict) -> list[dict]:
+    """The published orderings this run's methods can test, as pairs of methods (the report's claims):
+    RECE against the UCE it starts from (when the run holds that UCE), and All-but-One against ESD
+    trained on the same parameters. Attack-vs-pre-attack and pruned-vs-unpruned claims need no
+    config: the report finds them in its tables."""
+    methods = {m: cfg["methods"][m] for m in cfg["run"]["methods"]}
+    out = []
+    for r, rc in methods.items():
+        if rc["algorithm"] == "rece":
+            out += [{"claim": "rece-vs-uce", "a": r, "b": u} for u, uc in methods.items()
+                    if uc["algorithm"] == "uce" and {k: v for k, v in uc.items() if k != "algorithm"}
+                    == {k: v for k, v in rc["uce"].items() if k != "algorithm"}]
+        if rc["algorithm"] == "all-but-one":
+            out += [{"claim": "all-but-one-vs-esd", "a": r, "b": e} for e, ec in methods.items()
+                    if ec["algorithm"] == "esd" and ec.get("train") == rc.get("train")]
+    return out
 
 
 def resources(cfg: dict, rule: str, attempt: int = 1) -> dict:
@@ -189,7 +207,8 @@ def resources(cfg: dict, rule: str, attempt: int = 1) -> dict:
 
 def final_outputs(cfg: dict) -> list[str]:
     return [f"{layout.REPORT}/{name}" for name in ("summary.csv", "summary.md", "rates.csv", "metrics.json",
-                                                   "tradeoff.png", "overview.html", "summary.html", "dvc")] \
+                                                   "tradeoff.png", "overview.html", "summary.html", "claims.csv",
+                                                   "claims.html", "dvc")] \
         + [f"{layout.REPORT}/grid_{m}.png" for m in cfg["run"]["models"]] + attack_report_outputs(cfg) \
         + attribution_outputs(cfg) + prune_report_outputs(cfg)
 
@@ -238,8 +257,9 @@ def _reference(cfg: dict, w: dict) -> list[tuple[str, dict]]:
 def _adversarial_source(cfg: dict, w: dict) -> tuple[str, dict]:
     """The job that made the adversarial set a variant is attacked with (plan.adversarial_path)."""
     if shares_attack(cfg, w["variant"], w["attack"]):
-        target = layout.parse_variant(w["variant"])["target"]
-        return "attack_shared", {"model": w["model"], "target": target, "attack": w["attack"]}
+        parts = layout.parse_variant(w["variant"])
+        return "attack_shared", {"model": w["model"], "target": parts["target"], "seed": parts["seed"],
+                                 "attack": w["attack"]}
     return "attack", {k: w[k] for k in ("model", "variant", "attack")}
 
 
@@ -256,7 +276,7 @@ def upstream(cfg: dict, rule: str, **w) -> list[tuple[str, dict]]:
         return [("train_conceptworld", {"model": w["model"]})] if m["source"] == "conceptworld" and m["retrain"] else []
     model = [("local_model" if m["source"] == "local" else "base_model", {"model": w["model"]})]
     if rule == "erase":
-        return model + ([("prune", {"model": w["model"], "target": w["target"], "prune": w["prune"]})]
+        return model + ([("prune", {k: w[k] for k in ("model", "target", "seed", "prune")})]
                         if w["prune"] != layout.NONE else [])
     if rule == "prune":
         guided = cfg["prunings"][w["prune"]]["algorithm"] == "attribution"
@@ -394,8 +414,8 @@ def shares_attack(cfg: dict, variant: str, attack: str) -> bool:
 def adversarial_path(cfg: dict, model: str, variant: str, attack: str) -> str:
     """The adversarial set a variant is attacked with: its own, or the shared one of its base model."""
     if shares_attack(cfg, variant, attack):
-        target = layout.parse_variant(variant)["target"]
-        return layout.SHARED_ADVERSARIAL.format(model=model, attack=attack, target=target)
+        parts = layout.parse_variant(variant)
+        return layout.SHARED_ADVERSARIAL.format(model=model, attack=attack, target=parts["target"], seed=parts["seed"])
     return layout.ADVERSARIAL.format(model=model, variant=variant, attack=attack)
 
 
@@ -424,23 +444,24 @@ def shared_attack_inputs(cfg: dict, model: str, target: str, attack: str) -> dic
     return _attack_inputs(cfg, model, target, attack, None)
 
 
-def _attack_spec(cfg: dict, model: str, target: str, attack: str, variant: str) -> dict:
+def _attack_spec(cfg: dict, model: str, target: str, seed: str, attack: str, variant: str) -> dict:
     params = cfg["attacks"][attack]
     gen = cfg["generation"]
     # rows come from the generation settings; the rest of them matter only to attacks that generate
     generation = gen if "detector" in NEEDS[params["algorithm"]] else \
         {k: gen[k] for k in ("max_prompts", "guidance", "scheduler")}
     return {"attack_name": attack, "attack": params, "concept": concept_spec(cfg, target),
-            "prompts": cfg["concepts"][target]["prompts"], "generation": generation, "seed": cfg["seed"],
+            "prompts": cfg["concepts"][target]["prompts"], "generation": generation, "seed": int(seed),
             "dtype": cfg["models"][model]["dtype"], "model": model, "variant": variant}
 
 
 def attack_spec(cfg: dict, model: str, variant: str, attack: str) -> dict:
-    return _attack_spec(cfg, model, layout.parse_variant(variant)["target"], attack, variant)
+    parts = layout.parse_variant(variant)
+    return _attack_spec(cfg, model, parts["target"], parts["seed"], attack, variant)
 
 
-def shared_attack_spec(cfg: dict, model: str, target: str, attack: str) -> dict:
-    return _attack_spec(cfg, model, target, attack, f"{layout.BASE} text encoder, {target}")
+def shared_attack_spec(cfg: dict, model: str, target: str, seed: str, attack: str) -> dict:
+    return _attack_spec(cfg, model, target, seed, attack, f"{layout.BASE} text encoder, {target}, seed {seed}")
 
 
 def attack_generate_inputs(cfg: dict, model: str, variant: str, attack: str) -> dict:
@@ -465,7 +486,8 @@ def attack_score_spec(cfg: dict, model: str, variant: str, attack: str) -> dict:
 def attack_entries(cfg: dict) -> list[dict]:
     return [{"model": m, "variant": v, "attack": a, "algorithm": attack_algorithm(cfg, a),
              "shared": shares_attack(cfg, v, a),
-             "rates": layout.ATTACK_RATES.format(model=m, variant=v, attack=a)}
+             "rates": layout.ATTACK_RATES.format(model=m, variant=v, attack=a),
+             "scores": layout.ATTACK_SCORES.format(model=m, variant=v, attack=a)}
             for m, v, a in layout.attack_grid(cfg["run"])]
 
 
@@ -473,7 +495,7 @@ def attack_report_outputs(cfg: dict) -> list[str]:
     """The report's attack table and figure, when the run attacks anything."""
     if not layout.attack_grid(cfg["run"]):
         return []
-    return [f"{layout.REPORT}/{name}" for name in ("attacks.csv", "attacks.md", "attacks.png")]
+    return [f"{layout.REPORT}/{name}" for name in ("attacks.csv", "attacks_by_seed.csv", "attacks.md", "attacks.png")]
 
 
 # --- pruning and attribution --------------------------------------------------------------------
@@ -492,9 +514,9 @@ def prune_inputs(cfg: dict, model: str, target: str, prune: str) -> dict:
     return inputs
 
 
-def prune_spec(cfg: dict, model: str, target: str, prune: str) -> dict:
+def prune_spec(cfg: dict, model: str, target: str, seed: str, prune: str) -> dict:
     p = cfg["prunings"][prune]
-    spec = {"pruning_name": prune, "pruning": p, "concept": {"name": target}, "seed": cfg["seed"],
+    spec = {"pruning_name": prune, "pruning": p, "concept": {"name": target}, "seed": int(seed),
             "guidance": cfg["generation"]["guidance"], "model": model}
     if "pairs" in p:
         spec["pairs_sha256"] = digest(_pairs(p["pairs"], target))
@@ -524,7 +546,8 @@ def attribute_inputs(cfg: dict, model: str, variant: str, attack: str) -> dict:
 
 
 def attribute_spec(cfg: dict, model: str, variant: str, attack: str) -> dict:
-    return {"attribution": _attribution_settings(cfg), "seed": cfg["seed"], "model": model, "variant": variant,
+    return {"attribution": _attribution_settings(cfg), "seed": int(layout.parse_variant(variant)["seed"]),
+            "model": model, "variant": variant,
             "attack_name": attack}
 
 
@@ -545,9 +568,10 @@ def prune_report_outputs(cfg: dict) -> list[str]:
 def prune_report_spec(cfg: dict) -> dict:
     run = cfg["run"]
     attacks = attack_report_outputs(cfg)
-    masks = [{"model": m, "target": t, "prune": p,
-              "path": layout.MASK.format(model=m, target=t, prune=p).replace(".safetensors", ".json")}
-             for m in run["models"] for t in run["targets"] for p in run["prunings"] if p != layout.NONE]
+    masks = [{"model": m, "target": t, "seed": s, "prune": p,
+              "path": layout.MASK.format(model=m, target=t, seed=s, prune=p).replace(".safetensors", ".json")}
+             for m in run["models"] for t in run["targets"] for p in run["prunings"] if p != layout.NONE
+             for s in run["seeds"]]
     attributions = [{"model": m, "variant": v, "attack": a,
                      "path": layout.ATTRIBUTION.format(model=m, variant=v, attack=a).replace(".parquet", ".json")}
                     for m, v, a in layout.attribution_grid(run)] if cfg["attribution"]["enabled"] else []

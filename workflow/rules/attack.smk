@@ -36,7 +36,7 @@ rule attack_shared:
         opts=flags("delta", "reference", "pairs"),
     threads: 1
     log:
-        "logs/attack/{model}/shared/{target}/{attack}.log",
+        "logs/attack/{model}/shared/{target}/seed{seed}/{attack}.log",
     shell:
         "eraselab --threads {threads} --code {params.code} attack --base {input.base} {params.opts} --spec {params.spec:q} "
         "--out {output[0]} > {log} 2>&1"

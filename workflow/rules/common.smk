@@ -43,6 +43,7 @@ wildcard_constraints:
     target=layout.NAME,
     prune=layout.NAME,
     method=layout.NAME,
+    seed=layout.SEED,
     promptset=layout.NAME,
     variant=layout.VARIANT_RE,
     attack=layout.NAME,

@@ -1,7 +1,7 @@
 rule erase:
     """Erase a concept with one method; writes only the changed tensors and their metadata."""
     input:
-        unpack(lambda w: plan.erase_inputs(config, w.model, w.target, w.method, w.prune)),
+        unpack(lambda w: plan.erase_inputs(config, **w)),
     output:
         delta=layout.DELTA,
         meta=layout.DELTA.replace(".safetensors", ".json"),
@@ -14,7 +14,7 @@ rule erase:
     resources:
         **resources_of("erase"),
     log:
-        "logs/erase/{model}/{target}/{prune}/{method}.log",
+        "logs/erase/{model}/{target}/seed{seed}/{prune}/{method}.log",
     shell:
         "eraselab --threads {threads} --code {params.code} erase --base {input.base} {params.mask} --spec {params.spec:q} "
         "--out {output.delta} > {log} 2>&1"

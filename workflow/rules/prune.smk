@@ -18,7 +18,7 @@ rule prune:
     resources:
         **resources_of("prune"),
     log:
-        "logs/prune/{model}/{target}/{prune}.log",
+        "logs/prune/{model}/{target}/seed{seed}/{prune}.log",
     shell:
         "eraselab --threads {threads} --code {params.code} prune --base {input.base} {params.opts} --spec {params.spec:q} "
         "--out {output.mask} > {log} 2>&1"

@@ -2,9 +2,11 @@ rule report:
     """The results: tidy rates, a summary per erased model (CSV and Markdown), image grids."""
     input:
         rates=[e["rates"] for e in plan.report_entries(config)],
+        scores=[e["scores"] for e in plan.report_entries(config)],
         images=[p for e in plan.report_entries(config) for p in e["images"]],
         quality=[e["quality"] for e in plan.report_entries(config) if e["quality"]],
         attack_rates=[e["rates"] for e in plan.attack_entries(config)],
+        attack_scores=[e["scores"] for e in plan.attack_entries(config)],
     output:
         # Tables (HTML: Snakemake's report shows them in its main panel; overview.html is also on
         # its first page, workflow/report/workflow.rst), the data behind them, figures, grids.
@@ -36,6 +38,9 @@ rule report:
                               caption="../report/attacks.rst", category="Figures", labels={"figure": "attack success"})
         if plan.attack_report_outputs(config) else [],
         attacks=[p for p in plan.attack_report_outputs(config) if p.endswith(".md")],
+        claims=report(f"{layout.REPORT}/claims.html", caption="../report/claims.rst", category="Tables",
+                      labels={"table": "claims"}),
+        claims_data=f"{layout.REPORT}/claims.csv",
     params:
         spec=lambda w: json.dumps(plan.report_spec(config), sort_keys=True),
         code=code("report"),

@@ -22,22 +22,30 @@ def pct(v) -> str:
 
 def pruning_table(summary: pd.DataFrame, attacks: pd.DataFrame | None, masks: list[dict],
                   attributions: list[dict]) -> pd.DataFrame:
-    """masks: [{model, target, prune, path}]; attributions: [{model, variant, attack, path}]."""
+    """masks: [{model, target, seed, prune, path}]; attributions: [{model, variant, attack, path}].
+    A variant's pruned weights and attribution summaries are means over its seeds."""
     df = summary[KEYS + ["base_rate", "erased_rate", "others_max_drop_points", "erased", "preserved"]].copy()
-    fraction = {(m["model"], m["target"], m["prune"]): read_json(m["path"]) for m in masks}
-    df["pruned_weights"] = [fraction.get((r.model, r.target, r.prune), {}).get("pruned", 0) for r in df.itertuples()]
-    df["pruned_fraction_of_unet"] = [fraction.get((r.model, r.target, r.prune), {}).get("pruned_fraction_of_unet", 0.0)
-                                     for r in df.itertuples()]
+    pruned = pd.DataFrame([{"model": m["model"], "target": m["target"], "prune": m["prune"],
+                            "pruned_weights": read_json(m["path"]).get("pruned", 0),
+                            "pruned_fraction_of_unet": read_json(m["path"]).get("pruned_fraction_of_unet", 0.0)}
+                           for m in masks], columns=["model", "target", "prune", "pruned_weights",
+                                                     "pruned_fraction_of_unet"])
+    pruned = pruned.groupby(["model", "target", "prune"]).mean()
+    df = df.join(pruned, on=["model", "target", "prune"]).fillna({"pruned_weights": 0, "pruned_fraction_of_unet": 0.0})
+    df["pruned_weights"] = df["pruned_weights"].round().astype(int)
     if attacks is not None and len(attacks):
         for attack, g in attacks.groupby("attack", sort=False):
             cols = g.set_index(KEYS)[["pre_rate", "asr"]].add_suffix(f"_{attack}")
             df = df.join(cols, on=KEYS)
+    rows = []
     for a in attributions:
-        target, prune, method = a["variant"].split("/")
+        target, _, prune, method = a["variant"].split("/")
         s = read_json(a["path"])["all"]
-        mask = (df.model == a["model"]) & (df.target == target) & (df.prune == prune) & (df.method == method)
-        df.loc[mask, f"spearman_rho_delta_{a['attack']}"] = s["spearman_rho_delta"]
-        df.loc[mask, f"top_k_reactivated_{a['attack']}"] = s["top_k_reactivated_share"]
+        rows.append({"model": a["model"], "target": target, "prune": prune, "method": method,
+                     f"spearman_rho_delta_{a['attack']}": s["spearman_rho_delta"],
+                     f"top_k_reactivated_{a['attack']}": s["top_k_reactivated_share"]})
+    if rows:
+        df = df.join(pd.DataFrame(rows).groupby(KEYS).mean(), on=KEYS)
     return df
 
 
