@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..artifacts import atomic_path, read_json, write_text
+from ..layout import parse_variant
 
 KEYS = ["model", "target", "prune", "method"]
 
@@ -39,9 +40,8 @@ def pruning_table(summary: pd.DataFrame, attacks: pd.DataFrame | None, masks: li
             df = df.join(cols, on=KEYS)
     rows = []
     for a in attributions:
-        target, _, prune, method = a["variant"].split("/")
-        s = read_json(a["path"])["all"]
-        rows.append({"model": a["model"], "target": target, "prune": prune, "method": method,
+        v, s = parse_variant(a["variant"]), read_json(a["path"])["all"]
+        rows.append({"model": a["model"], **{k: v[k] for k in ("target", "prune", "method")},
                      f"spearman_rho_delta_{a['attack']}": s["spearman_rho_delta"],
                      f"top_k_reactivated_{a['attack']}": s["top_k_reactivated_share"]})
     if rows:
