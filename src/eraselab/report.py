@@ -22,11 +22,8 @@ def tidy_rates(entries: list[dict]) -> pd.DataFrame:
     """One row per (model, variant, evaluated concept), one per erasure seed, with the base model's rate beside it."""
     rows = []
     for e in entries:
-        parts = parse_variant(e["variant"])
         for concept, r in read_json(e["rates"])["rates"].items():
-            rows.append({"model": e["model"], "target": parts["target"] or "none",
-                         "prune": parts["prune"] or "none", "method": parts["method"] or BASE,
-                         "seed": _seed(parts), "concept": concept, "concept_type": r["type"], "rate": r["rate"],
+            rows.append({**_variant_columns(e), "concept": concept, "concept_type": r["type"], "rate": r["rate"],
                          "n": r["n"], "detector": r["detector"]["kind"]})
     df = pd.DataFrame(rows).astype({"seed": "Int64"})
     base = df[df.method == BASE].set_index(["model", "concept"])["rate"].rename("base_rate")
@@ -174,16 +171,27 @@ def summarise(detections: pd.DataFrame, evidence: Evidence | None = None, min_re
     by_variant = dict(tuple(detections.groupby(KEYS + ["concept"], sort=False)))
     by_distance = dict(tuple(distances.groupby(KEYS + ["concept"], sort=False))) \
         if distances is not None and not distances.empty else {}
+    concepts = {}   # erased model -> the concepts it was evaluated on
+    for *key, concept in by_variant:
+        concepts.setdefault(tuple(key), []).append(concept)
+    base_rates = {}
+
+    def base_rate(model: str, c: str) -> np.ndarray:
+        """The base model's replicates of a concept: computed once, shared by every erased model."""
+        if (model, c) not in base_rates:
+            base_rates[(model, c)] = evidence.mean(by_variant[(model, "none", "none", BASE, c)], c)
+        return base_rates[(model, c)]
+
     rows, replicates = [], {}
-    for key in dict.fromkeys(detections[detections.method != BASE][KEYS].itertuples(index=False, name=None)):
+    for key, evaluated in concepts.items():
+        if key[3] == BASE:
+            continue
         model, target = key[0], key[1]
-        base = (model, "none", "none", BASE)
-        rate = lambda k, c: evidence.mean(by_variant[(*k, c)], c)
-        concepts = [c for (*k, c) in by_variant if tuple(k) == key]
-        others = [c for c in concepts if c != target]
-        t_rate, t_base = rate(key, target), rate(base, target)
-        o_rate = np.array([rate(key, c) for c in others]).reshape(len(others), len(t_rate))
-        o_base = np.array([rate(base, c) for c in others]).reshape(len(others), len(t_rate))
+        rate = lambda c: evidence.mean(by_variant[(*key, c)], c)
+        others = [c for c in evaluated if c != target]
+        t_rate, t_base = rate(target), base_rate(model, target)
+        o_rate = np.array([rate(c) for c in others]).reshape(len(others), len(t_rate))
+        o_base = np.array([base_rate(model, c) for c in others]).reshape(len(others), len(t_rate))
         with np.errstate(divide="ignore", invalid="ignore"):
             reduction = np.where(t_base > 0, 1 - t_rate / t_base, np.nan)
         reps = {"base_rate": t_base, "erased_rate": t_rate, "reduction": reduction,

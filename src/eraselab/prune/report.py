@@ -13,8 +13,7 @@ import pandas as pd
 
 from ..artifacts import atomic_path, read_json, write_text
 from ..layout import parse_variant
-
-KEYS = ["model", "target", "prune", "method"]
+from ..report import KEYS, html_table, page
 
 
 def pct(v) -> str:
@@ -26,11 +25,12 @@ def pruning_table(summary: pd.DataFrame, attacks: pd.DataFrame | None, masks: li
     """masks: [{model, target, seed, prune, path}]; attributions: [{model, variant, attack, path}].
     A variant's pruned weights and attribution summaries are means over its seeds."""
     df = summary[KEYS + ["base_rate", "erased_rate", "others_max_drop_points", "erased", "preserved"]].copy()
+    records = [(m, read_json(m["path"])) for m in masks]
     pruned = pd.DataFrame([{"model": m["model"], "target": m["target"], "prune": m["prune"],
-                            "pruned_weights": read_json(m["path"]).get("pruned", 0),
-                            "pruned_fraction_of_unet": read_json(m["path"]).get("pruned_fraction_of_unet", 0.0)}
-                           for m in masks], columns=["model", "target", "prune", "pruned_weights",
-                                                     "pruned_fraction_of_unet"])
+                            "pruned_weights": r.get("pruned", 0),
+                            "pruned_fraction_of_unet": r.get("pruned_fraction_of_unet", 0.0)}
+                           for m, r in records], columns=["model", "target", "prune", "pruned_weights",
+                                                          "pruned_fraction_of_unet"])
     pruned = pruned.groupby(["model", "target", "prune"]).mean()
     df = df.join(pruned, on=["model", "target", "prune"]).fillna({"pruned_weights": 0, "pruned_fraction_of_unet": 0.0})
     df["pruned_weights"] = df["pruned_weights"].round().astype(int)
@@ -62,7 +62,6 @@ def markdown(df: pd.DataFrame) -> str:
 
 def html(df: pd.DataFrame) -> str:
     """The pruning table as a page for Snakemake's HTML report."""
-    from ..report import html_table, page
     extra = [c for c in df.columns if c.startswith(("pre_rate_", "asr_"))]
     rows = [{"target": r["target"], "pruning": r["prune"], "method": r["method"],
              "pruned (of UNet)": f"{r['pruned_weights']} ({100 * r['pruned_fraction_of_unet']:.2f}%)",
