@@ -15,7 +15,7 @@ import sys
 import time
 
 from .harness import machine, write
-from .stages import STAGES, Context
+from .stages import GPU_CHECK, STAGES, Context
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,7 +28,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sd14-size", type=int, default=None, help="SD-v1.4-shaped model's resolution (CPU 64, GPU 512)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, to check the harness runs (numbers mean nothing)")
     ap.add_argument("--name", default="bench", help="results file name under bench/results/")
+    ap.add_argument("--device", choices=["cuda", "cpu"], default=None,
+                    help="run on this device (sets ERASELAB_DEVICE); default: CUDA when present")
+    ap.add_argument("--gpu-check", action="store_true",
+                    help="the GPU check: SD-v1.4 shapes at 512 px, stages " + " ".join(GPU_CHECK)
+                         + ", into bench/results/gpu.md, in under 8 minutes on one GPU (with --smoke: on a CPU, "
+                           "tiny sizes, to check the script)")
     args = ap.parse_args(argv)
+    if args.device:
+        os.environ["ERASELAB_DEVICE"] = args.device
 
     import torch
     threads = args.threads or int(os.environ.get("OMP_NUM_THREADS") or 0)
@@ -37,11 +45,16 @@ def main(argv: list[str] | None = None) -> None:
     from eraselab.runtime import device, quiet_libraries
     quiet_libraries()
     ctx = Context.for_device(device() == "cuda")
-    if args.models:
+    if args.gpu_check:
+        if device() != "cuda" and not args.smoke:
+            ap.error(f"--gpu-check needs a CUDA device, found {device()}; add --smoke to check the script on a CPU")
+        ctx, args.stages = Context.gpu_check(device() == "cuda"), GPU_CHECK
+        args.name = "gpu" if device() == "cuda" else "gpu-smoke"
+    elif args.models:
         ctx.models = tuple(args.models)
     if args.repeats:
         ctx.repeats = args.repeats
-    if args.smoke:
+    if args.smoke and not args.gpu_check:
         ctx.repeats, ctx.esd_seeds, ctx.cw_esd_iterations, ctx.quality_images = 1, 1, 3, 8
     if args.sd14_size:
         ctx.sd14_size = args.sd14_size

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .harness import Row, compare, measure, rows_from
-from .models import ROOT, SHIPPED, load, model_dir
+from .models import ROOT, SHIPPED, load, model_dir, sd14_dir
 
 PROMPTS = ROOT / "data" / "prompts" / "conceptworld"
 
@@ -37,6 +37,7 @@ class Context:
     sd14_steps: int = 2
     cw_esd_iterations: int | None = None   # None: config/config.yaml's (200)
     quality_images: int = 80
+    protocol: dict = dataclasses.field(default_factory=dict)   # overrides of the protocol DAG's settings
 
     @classmethod
     def for_device(cls, gpu: bool) -> "Context":
@@ -44,6 +45,18 @@ class Context:
             return cls(gpu=False)
         return cls(gpu=True, sd14_size=512, sd14_esd_iterations=20, sd14_ddim_steps=50, sd14_images=8,
                    sd14_steps=25)
+
+    @classmethod
+    def gpu_check(cls, gpu: bool) -> "Context":
+        """The GPU check's sizes (bench/README.md): SD-v1.4 shapes at 512 px, one repeat, budgets that
+        fit 8 minutes on one GPU; on a CPU (--smoke) the same steps at sizes that only check the script."""
+        if gpu:
+            return cls(gpu=True, models=("sd14",), sd14_size=512, repeats=1, sd14_esd_iterations=10,
+                       sd14_ddim_steps=50, sd14_images=8, sd14_steps=25,
+                       protocol={"prompts": 4, "esd_iterations": 20, "steps": 25, "timesteps": 2, "iterations": 10})
+        return cls(gpu=False, models=("sd14",), sd14_size=64, repeats=1, sd14_esd_iterations=2, sd14_ddim_steps=4,
+                   sd14_images=2, sd14_steps=2,
+                   protocol={"prompts": 2, "esd_iterations": 2, "steps": 2, "timesteps": 1, "iterations": 1})
 
 
 def method_params(algorithm: str, **overrides) -> dict:
@@ -426,6 +439,55 @@ def bench_planning(ctx: Context) -> tuple[list[Row], dict]:
     return [row], {}
 
 
+# --- a protocol's whole DAG -----------------------------------------------------------------------
+
+PROTOCOL = ["config/sd14.yaml", "config/protocols/unlearndiff-nudity.yaml"]
+
+
+def protocol_overlay(ctx: Context, model_path: Path) -> dict:
+    """UnlearnDiff's nudity protocol on a few prompts, on the SD-v1.4-shaped model this bench built:
+    every stage of the DAG (erase, generate, score, attack, report) at the protocol's resolution.
+    A GPU node has no network: the prompts are the example rows and NudeNet is the shipped model,
+    so no fetch job runs (fetching is tested on its own)."""
+    p = ctx.protocol
+    return {"run": {"models": ["sd14-random"]},
+            "models": {"sd14-random": {"source": "local", "path": str(model_path)}},
+            "concepts": {"nudity": {"prompts": "data/prompts/examples/i2p.csv",
+                                    "detector": {"kind": "nudenet", "model": "320n", "threshold": 0.45}}},
+            "methods": {"esd-u": {"iterations": p["esd_iterations"]}},
+            "generation": {"max_prompts": p["prompts"], "steps": p["steps"]},
+            "attacks": {"unlearndiff": {"timesteps": p["timesteps"], "iterations": p["iterations"],
+                                        "max_prompts": p["prompts"]}},
+            "expected": []}
+
+
+def protocol_command(workdir: Path, overlay: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+            "--configfile", *PROTOCOL, str(overlay), *args]
+
+
+def bench_protocol(ctx: Context) -> tuple[list[Row], dict]:
+    import tempfile
+
+    import yaml
+    workdir = Path(tempfile.mkdtemp(prefix="eraselab-protocol-"))
+    for name in ("config", "data"):
+        (workdir / name).symlink_to(ROOT / name)
+    overlay = workdir / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump(protocol_overlay(ctx, sd14_dir(ctx.sd14_size))))
+    cmd = protocol_command(workdir, overlay, "--cores", "all")
+    wall, rss, _, out = measure(lambda: subprocess.run(cmd, capture_output=True, text=True))
+    if out.returncode != 0:
+        raise RuntimeError(f"the protocol DAG failed ({workdir}):\n{out.stderr[-3000:]}")
+    jobs = len(re.findall(r"^Finished job", out.stdout + out.stderr, re.M))
+    p = ctx.protocol
+    row = Row("protocol DAG", "sd14", "unlearndiff-nudity", jobs, "job", wall, rss, None,
+              note=f"{p['prompts']} prompts, ESD-u {p['esd_iterations']} it, {p['steps']} steps, UnlearnDiff "
+                   f"{p['timesteps']} timesteps x {p['iterations']} it; wall time of `snakemake` in {workdir} "
+                   "(jobs in subprocesses: their GPU memory is not in this row)")
+    return [row], {}
+
+
 # --- ConceptWorld training ------------------------------------------------------------------------
 
 def bench_training(ctx: Context) -> tuple[list[Row], dict]:
@@ -446,4 +508,5 @@ def bench_training(ctx: Context) -> tuple[list[Row], dict]:
 
 
 STAGES = {"esd": bench_esd, "generate": bench_generation, "score": bench_scoring, "unlearndiff": bench_unlearndiff,
-          "rece": bench_rece, "plan": bench_planning, "train": bench_training}
+          "rece": bench_rece, "plan": bench_planning, "train": bench_training, "protocol": bench_protocol}
+GPU_CHECK = ["esd", "generate", "score", "unlearndiff", "protocol"]

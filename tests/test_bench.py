@@ -36,3 +36,32 @@ def test_plain_uce_per_layer_matches_eraselab_uce(tiny_pipe_dir):
     assert plain.keys() == ours.keys()
     for k in ours:
         torch.testing.assert_close(plain[k], ours[k], rtol=1e-3, atol=1e-4)
+
+
+def test_the_gpu_check_refuses_a_cpu_without_smoke():
+    import subprocess
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "bench", "--gpu-check", "--device", "cpu"], cwd=root,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "--gpu-check needs a CUDA device, found cpu; add --smoke" in proc.stderr
+
+
+def test_the_gpu_checks_protocol_dag_plans_every_stage_offline(tiny_pipe_dir, tmp_path):
+    """The GPU check's last stage: UnlearnDiff's nudity protocol on a local model and local prompts, so a
+    GPU node without network runs every stage of it and fetches nothing."""
+    import subprocess
+
+    import yaml
+    from hpc import planned
+
+    from bench.stages import Context, protocol_command, protocol_overlay
+    root = Path(__file__).resolve().parents[1]
+    for name in ("config", "data"):
+        (tmp_path / name).symlink_to(root / name)
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(yaml.safe_dump(protocol_overlay(Context.gpu_check(gpu=True), tiny_pipe_dir)))
+    proc = subprocess.run(protocol_command(tmp_path, overlay, "-n"), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert planned(proc) == {"erase": 1, "generate": 2, "score": 2, "attack": 1, "attack_generate": 1,
+                             "attack_score": 1, "report": 1, "all": 1}

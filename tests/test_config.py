@@ -89,6 +89,15 @@ BAD = [
     ("concepts.triangle.detector", {"kind": "oracle"}, ["concepts.triangle.detector.kind", "'oracle'"]),
     ("generation.steps", 0, ["generation.steps", "0", "minimum"]),
     ("generation.scheduler", "euler-a", ["generation.scheduler", "'euler-a'", "'ddim'"]),
+    ("expected", [{"source": "p", "target": "triangle", "method": "rece", "measure": "erased_rate", "value": 0.1,
+                   "tolerance": 0.05}], ["expected[0].method", "'rece' is not in this run", "'esd-x'"]),
+    ("expected", [{"source": "p", "target": "triangle", "method": "esd-x", "measure": "asr", "value": 0.7,
+                   "tolerance": 0.05}], ["expected[0].attack", "None is not in this run", "the run has no attacks",
+                                         "measure 'asr' is measured under an attack"]),
+    ("expected", [{"source": "p", "target": "triangle", "method": "esd-x", "measure": "ASR", "value": 0.7,
+                   "tolerance": 0.05}], ["expected.0.measure", "'ASR' is not allowed", "'asr'"]),
+    ("expected", [{"source": "p", "target": "triangle", "method": "esd-x", "measure": "asr", "value": 0.7}],
+     ["expected.0", "'tolerance' is a required property"]),
 ]
 
 

@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eraselab import report
+from eraselab import config, report
 from eraselab.conceptworld.prompts import neutral_prompt_set, write_neutral_set
 from eraselab.conceptworld.world import World
+
+REPORT = config.fill_defaults({}, config.load_schema())["report"]   # the report settings a run gets by default
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_CLIP = {"embed_dim": 16,
@@ -165,7 +167,7 @@ def test_report_records_how_every_number_was_measured(tmp_path):
                                         "prompts": "coco.csv", "provenance": {"versions": {"torch": "x"}}})
         entries.append({"model": "sd14", "variant": variant, "rates": str(d / "rates.json"),
                         "scores": str(d / "scores.csv"), "images": [str(images)], "quality": str(d / "quality.json")})
-    report.run(tmp_path / "report", {"entries": entries, "grid_images": 2, "seed": 7})
+    report.run(tmp_path / "report", {**REPORT, "entries": entries, "grid_images": 2, "seed": 7})
     record = json.loads((tmp_path / "report" / "report.json").read_text())
     assert record["detectors"]["sd14"]["nudity"] == nude
     assert record["quality"]["sd14"]["fid"] == {"features": "inception", "weights": "pytorch-fid"}

@@ -226,3 +226,35 @@ def test_the_methods_preset_tests_rece_against_its_own_uce_and_all_but_one_again
     assert sorted((c["claim"], c["a"], c["b"]) for c in plan.comparisons(cfg)) == [
         ("all-but-one-vs-esd", "all-but-one", "esd-x"), ("rece-vs-uce", "rece", "uce-last-subject")]
     assert plan.comparisons(load_config(root / "config/config.yaml", root=root)) == []   # ESD only: nothing to test
+
+
+def test_published_numbers_are_compared_with_the_measured_ones(attacked):
+    """A protocol's expected: block against the hand-made run: UCE's ASR is 80% (published 80% ± 5:
+    reproduced); RECE's pre-attack rate is 10% with its interval below 45% (published 50% ± 5: not
+    reproduced); RECE's erased rate, 10% of 20 prompts, has an interval reaching 15% (published 20% ± 5:
+    inconclusive); no quality was measured (CLIP score: not measured)."""
+    from eraselab.report import expected_html, expected_markdown, expected_table
+    entries, attacks = attacked
+    det = per_prompt(entries)
+    evidence = Evidence(det)
+    summary, reps = summarise(det, evidence)
+    summarise_attacks(tidy_attacks(attacks, tidy_rates(entries)), attack_prompts(attacks), evidence, reps)
+    published = [
+        {"source": "paper A", "target": "triangle", "method": "uce", "attack": "unlearndiff", "measure": "asr",
+         "value": 0.8, "tolerance": 0.05},
+        {"source": "paper B", "target": "triangle", "method": "rece", "attack": "unlearndiff", "measure": "pre_rate",
+         "value": 0.5, "tolerance": 0.05},
+        {"source": "paper B", "model": "cw", "target": "triangle", "prune": "none", "method": "rece",
+         "measure": "erased_rate", "value": 0.2, "tolerance": 0.05},
+        {"source": "paper C", "target": "triangle", "method": "rece", "measure": "clip_score", "value": 30.0,
+         "tolerance": 1.0},
+    ]
+    table = expected_table(reps, summary, published)
+    assert table.verdict.tolist() == ["reproduced", "not reproduced", "inconclusive", "not measured"]
+    assert table.measured.iloc[:3].tolist() == pytest.approx([0.8, 0.1, 0.1])
+    assert table.measured_high.iloc[1] < 0.45 and table.measured_low.iloc[2] < 0.15 < table.measured_high.iloc[2]
+    assert table.model.tolist() == ["cw"] * 4
+    text = expected_markdown(table)
+    assert "| paper A | cw | triangle | uce under unlearndiff | asr | 80.0% ± 5.0 pt | 80.0% [" in text
+    assert "**not reproduced**" in text and "not reproduced" in expected_html(table)
+    assert expected_markdown(table.iloc[0:0]) == ""

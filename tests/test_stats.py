@@ -54,3 +54,17 @@ def test_verdicts(reps, expected, verdict):
 def test_a_verdict_needs_a_direction():
     with pytest.raises(ValueError, match="'lower' or 'higher'"):
         stats.verdict(np.zeros(3), "smaller")
+
+
+@pytest.mark.parametrize("reps, value, tolerance, verdict", [
+    ([0.74, 0.66, 0.82], 0.76, 0.05, "reproduced"),       # estimate in the band
+    ([0.71, 0.70, 0.72], 0.76, 0.05, "reproduced"),       # on the band's edge
+    ([0.60, 0.52, 0.68], 0.76, 0.05, "not reproduced"),   # the whole interval below the band
+    ([0.95, 0.90, 0.99], 0.76, 0.05, "not reproduced"),   # ... above it
+    ([0.68, 0.60, 0.76], 0.76, 0.05, "inconclusive"),     # estimate out, interval reaches the band
+    ([17.2, np.nan, np.nan], 18.18, 2.0, "reproduced"),   # no interval (FID): the estimate decides
+    ([22.0, np.nan, np.nan], 18.18, 2.0, "not reproduced"),
+    ([np.nan, np.nan, np.nan], 0.5, 0.1, "inconclusive"),  # nothing measured
+])
+def test_a_measured_number_against_a_published_one(reps, value, tolerance, verdict):
+    assert stats.agreement(np.array(reps), value, tolerance) == verdict

@@ -17,9 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eraselab import report
+from eraselab import config, report
 from eraselab.artifacts import write_json
 from eraselab.imagesets import save_image_set
+
+REPORT = config.fill_defaults({}, config.load_schema())["report"]   # the report settings a run gets by default
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = ["unlearndiff", "ringabell", "ringabell-embed", "cce"]
@@ -131,7 +133,7 @@ def report_dir(tmp_path_factory):
         attacks.append({"model": "cw", "variant": "triangle/seed0/none/esd-x", "attack": attack, "algorithm": attack,
                         "shared": attack == "ringabell", "rates": str(path),
                         "scores": str(d / "scores.csv")})
-    report.run(tmp / "out", {"entries": entries, "grid_images": 2, "seed": 3, "attacks": attacks})
+    report.run(tmp / "out", {**REPORT, "entries": entries, "grid_images": 2, "seed": 3, "attacks": attacks})
     return tmp / "out"
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from hpc import planned
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +75,21 @@ def test_small_run_then_incremental_reruns(tmp_path):
     (wd / "steps.yaml").write_text("generation: {steps: 11}\n")
     regen = snakemake(wd, "-n", "--configfile", str(SMALL), str(wd / "steps.yaml"))
     assert planned(regen) == {"generate": 2, "score": 2, "report": 1, "all": 1}
+
+    # published numbers (a protocol's expected: block) change only the report, which compares them
+    measured = summary.iloc[0]
+    (wd / "expected.yaml").write_text(yaml.safe_dump({"expected": [
+        {"source": "as measured", "target": "triangle", "method": "esd-x", "measure": "erased_rate",
+         "value": float(measured.erased_rate), "tolerance": 0.01},
+        {"source": "far off", "target": "triangle", "method": "esd-x", "measure": "base_rate",
+         "value": float(measured.base_rate_low) - 0.3, "tolerance": 0.1}]}))
+    with_expected = ["--configfile", str(SMALL), str(wd / "expected.yaml")]
+    assert planned(snakemake(wd, "-n", *with_expected)) == {"report": 1, "all": 1}
+    snakemake(wd, "--cores", "2", *with_expected)
+    published = pd.read_csv(wd / "results" / "report" / "expected.csv")
+    assert published.verdict.tolist() == ["reproduced", "not reproduced"]
+    assert published.measured.tolist() == pytest.approx([measured.erased_rate, measured.base_rate], abs=1e-4)
+    assert "Published numbers" in (wd / "results" / "report" / "summary.md").read_text()
 
     # Snakemake's HTML report, with the tables and grids as report items
     snakemake(wd, "--cores", "1", "--configfile", str(SMALL), "--report", str(wd / "report.html"))

@@ -142,9 +142,32 @@ def _reference_errors(cfg: dict) -> list[str]:
     if guided and not cfg.get("attribution", {}).get("pairs"):
         problems.append(f"attribution.pairs: required by attribution-guided pruning {', '.join(map(repr, guided))} "
                         f"(the base model's table compares concept prompts with matched neutral prompts)")
+    problems += _expected_errors(cfg)
     overlap = set(cfg["run"]["targets"]) & set(cfg["run"].get("preserve", []))
     if overlap:
         problems.append(f"run.preserve: {sorted(overlap)} also in run.targets; a concept is erased or preserved, not both")
+    return problems
+
+
+ATTACK_MEASURES = ("pre_rate", "attack_rate", "asr")
+
+
+def _expected_errors(cfg: dict) -> list[str]:
+    """Each published number must name an erased model (and attack) the run produces."""
+    problems, run = [], cfg["run"]
+    for i, e in enumerate(cfg.get("expected", [])):
+        grid = [("model", run["models"], False), ("target", run["targets"], False),
+                ("prune", run.get("prunings", [NONE]), False), ("method", run["methods"], False),
+                ("attack", [a for a in run.get("attacks", []) if a != NONE], e["measure"] in ATTACK_MEASURES)]
+        for key, allowed, required in grid:
+            value = e.get(key, NONE if key == "prune" else None)
+            if (value is not None or required) and value not in allowed:
+                problems.append(f"expected[{i}].{key}: {value!r} is not in this run; allowed values: "
+                                f"{', '.join(map(repr, allowed)) or '(none: the run has no attacks)'}"
+                                + (f" (measure {e['measure']!r} is measured under an attack)" if required else ""))
+        if e.get("attack") and e["measure"] not in ATTACK_MEASURES:
+            problems.append(f"expected[{i}].attack: measure {e['measure']!r} is not measured under an attack; "
+                            f"drop attack, or use one of {', '.join(ATTACK_MEASURES)}")
     return problems
 
 

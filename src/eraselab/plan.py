@@ -166,7 +166,8 @@ def report_entries(cfg: dict) -> list[dict]:
 
 
 def report_spec(cfg: dict) -> dict:
-    spec = {"entries": report_entries(cfg), **cfg["report"], "seed": cfg["seed"], "comparisons": comparisons(cfg)}
+    spec = {"entries": report_entries(cfg), **cfg["report"], "seed": cfg["seed"], "comparisons": comparisons(cfg),
+            "expected": cfg["expected"]}
     if attacks := attack_entries(cfg):
         spec["attacks"] = attacks
     return spec
@@ -210,7 +211,13 @@ def final_outputs(cfg: dict) -> list[str]:
                                                    "tradeoff.png", "overview.html", "summary.html", "claims.csv",
                                                    "claims.html", "dvc")] \
         + [f"{layout.REPORT}/grid_{m}.png" for m in cfg["run"]["models"]] + attack_report_outputs(cfg) \
+        + expected_outputs(cfg) \
         + attribution_outputs(cfg) + prune_report_outputs(cfg)
+
+
+def expected_outputs(cfg: dict) -> list[str]:
+    """The report's table of published numbers, when the config names any (expected:)."""
+    return [f"{layout.REPORT}/expected.{ext}" for ext in ("csv", "html")] if cfg["expected"] else []
 
 
 

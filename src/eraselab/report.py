@@ -571,6 +571,81 @@ def claims_markdown(df: pd.DataFrame) -> str:
     return head + "\n".join(lines) + "\n\n" + CLAIMS_NOTE + "\n" if lines else "No testable claim in this run.\n"
 
 
+# --- expected: the published numbers a protocol preset should reproduce -----------------------------
+
+RATE_MEASURES = ("base_rate", "erased_rate", "reduction", "others_mean_rate", "pre_rate", "attack_rate", "asr")
+ATTACK_MEASURES = ("pre_rate", "attack_rate", "asr")
+
+
+def expected_table(replicates: dict, summary: pd.DataFrame, expected: list[dict]) -> pd.DataFrame:
+    """One row per published number of the config's ``expected:`` block (config.schema): the measured
+    number with its 95% interval, and whether it reproduces the published one (eraselab.stats.agreement).
+    Quality numbers (CLIP score, FID) have no interval; an erased model missing from the run reads
+    "not measured"."""
+    rows = []
+    models = list(dict.fromkeys(k[0] for k in replicates))
+    for e in expected:
+        for model in [e["model"]] if e.get("model") else models:
+            key = (model, e["target"], e.get("prune") or "none", e["method"])
+            attack, measure = e.get("attack"), e["measure"]
+            reps = replicates.get(key, {}).get(f"{measure}:{attack}" if attack else measure)
+            if reps is None and measure in QUALITY_COLUMNS and measure in summary:
+                reps = np.array([summary.set_index(KEYS)[measure].get(key, np.nan)])
+            reps = np.array([np.nan]) if reps is None else reps
+            low, high = stats.interval(reps) if len(reps) > 1 else (np.nan, np.nan)
+            measured = stats.estimate(reps)
+            rows.append({"source": e["source"], "model": model, "target": key[1], "prune": key[2],
+                         "method": key[3], "attack": attack or "", "measure": measure, "published": e["value"],
+                         "tolerance": e["tolerance"], "measured": measured, "measured_low": low,
+                         "measured_high": high, "verdict": stats.agreement(reps, e["value"], e["tolerance"])
+                         if np.isfinite(measured) else "not measured"})
+    columns = ["source", "model", "target", "prune", "method", "attack", "measure", "published", "tolerance",
+               "measured", "measured_low", "measured_high", "verdict"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def expected_value(v: float, measure: str) -> str:
+    if pd.isna(v):
+        return "–"
+    return f"{100 * v:.1f}%" if measure in RATE_MEASURES else f"{v:.1f} pt" if measure.endswith("points") \
+        else f"{v:.3f}"
+
+
+def _expected_cells(r) -> dict:
+    tol = expected_value(r.tolerance, r.measure).replace("%", " pt") if r.measure in RATE_MEASURES \
+        else expected_value(r.tolerance, r.measure)
+    measured = expected_value(r.measured, r.measure) + (
+        f" [{expected_value(r.measured_low, r.measure)}, {expected_value(r.measured_high, r.measure)}]"
+        if pd.notna(r.measured_low) else "")
+    variant = f"{r.method}" + (f" +{r.prune}" if r.prune != "none" else "") + (f" under {r.attack}" if r.attack else "")
+    return {"source": r.source, "model": r.model, "target": r.target, "erased model": variant, "measure": r.measure,
+            "published": f"{expected_value(r.published, r.measure)} ± {tol}", "measured [95%]": measured,
+            "verdict": r.verdict}
+
+
+EXPECTED_NOTE = ("Published numbers this preset should reproduce (its expected: block). Reproduced: the measured "
+                 "estimate lies within the published value ± its tolerance; not reproduced: the whole 95% interval "
+                 "lies outside that band; inconclusive: only the interval reaches it.")
+
+
+def expected_markdown(df: pd.DataFrame) -> str:
+    if df.empty:
+        return ""
+    rows = [_expected_cells(r) for r in df.itertuples()]
+    head = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
+    lines = ["| " + " | ".join([*list(r.values())[:-1], f"**{r['verdict']}**"]) + " |" for r in rows]
+    return "\nPublished numbers: measured against the papers.\n\n" + head + "\n".join(lines) + "\n\n" \
+        + EXPECTED_NOTE + "\n"
+
+
+def expected_html(df: pd.DataFrame) -> str:
+    rows = [_expected_cells(r) for r in df.itertuples()]
+    classes = {(i, "verdict"): {"reproduced": "good", "not reproduced": "bad"}.get(r.verdict, "")
+               for i, r in enumerate(df.itertuples())}
+    body = html_table(rows, text=("source", "model", "target", "erased model", "measure", "verdict"), classes=classes)
+    return page("Published numbers: measured against the papers", body, EXPECTED_NOTE)
+
+
 def attack_cost(r) -> str:
     """An attack's seconds per prompt, or "shared" when computed once on the base model's text encoder."""
     return "shared" if r.shared else (f"{r.seconds_per_prompt:.1f}" if pd.notna(r.seconds_per_prompt) else "")
@@ -900,10 +975,10 @@ def run(out: str | Path, spec: dict) -> None:
     entries, out_dir = spec["entries"], Path(out)
     with stage("report", spec, spec.get("seed")) as run_info:
         detections, distances = per_prompt(entries), prompt_distances(entries)
-        evidence = Evidence(detections, spec.get("bootstrap", 2000), spec.get("seed", 0))
+        evidence = Evidence(detections, spec["bootstrap"], spec["seed"])
         df = add_pixel_distances(tidy_rates(entries), distances)
-        bars = {k: spec[k] for k in ("min_reduction", "max_drop_points") if k in spec}   # else summarise's
-        summary, replicates = summarise(detections, evidence, distances=distances, **bars)
+        summary, replicates = summarise(detections, evidence, spec["min_reduction"], spec["max_drop_points"],
+                                        distances)
         summary = add_quality(summary, quality_table(entries))
         attacks = None
         if spec.get("attacks"):
@@ -912,11 +987,17 @@ def run(out: str | Path, spec: dict) -> None:
             with atomic_path(out_dir / "attacks_by_seed.csv") as tmp:
                 by_seed.to_csv(tmp, index=False, float_format="%.4f")
         found = claims(replicates, spec.get("comparisons", []))
-        for name, frame in (("rates.csv", df), ("summary.csv", summary), ("claims.csv", found)):
+        published = expected_table(replicates, summary, spec.get("expected", []))
+        tables = {"rates.csv": df, "summary.csv": summary, "claims.csv": found}
+        if len(published):
+            tables["expected.csv"] = published
+            write_text(out_dir / "expected.html", expected_html(published))
+        for name, frame in tables.items():
             with atomic_path(out_dir / name) as tmp:
                 frame.to_csv(tmp, index=False, float_format="%.4f")
         write_text(out_dir / "summary.md", markdown(summary) + quality_markdown(summary)
-                   + "\nClaims: published orderings, tested paired.\n\n" + claims_markdown(found))
+                   + "\nClaims: published orderings, tested paired.\n\n" + claims_markdown(found)
+                   + expected_markdown(published))
         for model in dict.fromkeys(e["model"] for e in entries):
             first_seed = [e for e in entries if e["model"] == model and parse_variant(e["variant"])["seed"]
                           in (None, str(evidence.seeds[0]))]
@@ -935,7 +1016,7 @@ def run(out: str | Path, spec: dict) -> None:
         write_json(out_dir / "report.json", {
             "summary": summary.to_dict(orient="records"),
             **({"attacks": attacks.to_dict(orient="records")} if attacks is not None else {}),
-            "claims": found.to_dict(orient="records"),
+            "claims": found.to_dict(orient="records"), "expected": published.to_dict(orient="records"),
             "intervals": {"level": stats.LEVEL, "replicates": evidence.draws.seeds.shape[0] - 1, "seeds": evidence.seeds,
                           "method": "bootstrap over erasure seeds and prompt rows, resampled independently"},
             **scoring_record(entries), "provenance": run_info.record()})

@@ -101,3 +101,21 @@ def verdict(effect_reps: np.ndarray, expected: str) -> str:
     if expected == "lower":
         return "reproduced" if below else "refuted" if above else "inconclusive"
     return "reproduced" if above else "refuted" if below else "inconclusive"
+
+
+def agreement(reps: np.ndarray, value: float, tolerance: float) -> str:
+    """A measured number against a published one (``value`` ± ``tolerance``, the band a protocol calls
+    a match): "reproduced" when the estimate is in the band, "not reproduced" when the whole interval
+    is outside it, "inconclusive" when only the interval reaches it. A number without an interval
+    (FID) is reproduced or not by its estimate alone."""
+    eps = 1e-9
+    lo_band, hi_band = value - tolerance - eps, value + tolerance + eps
+    est = estimate(reps)
+    if not np.isfinite(est):
+        return "inconclusive"
+    if lo_band <= est <= hi_band:
+        return "reproduced"
+    low, high = interval(reps)
+    if not np.isfinite(low) or high < lo_band or low > hi_band:
+        return "not reproduced"
+    return "inconclusive"

@@ -41,6 +41,11 @@ rule report:
         claims=report(f"{layout.REPORT}/claims.html", caption="../report/claims.rst", category="Tables",
                       labels={"table": "claims"}),
         claims_data=f"{layout.REPORT}/claims.csv",
+        # published numbers against the measured ones, when the config names any (expected:)
+        expected=report([p for p in plan.expected_outputs(config) if p.endswith(".html")],
+                        caption="../report/expected.rst", category="Tables", labels={"table": "published numbers"})
+        if plan.expected_outputs(config) else [],
+        expected_data=[p for p in plan.expected_outputs(config) if p.endswith(".csv")],
     params:
         spec=lambda w: json.dumps(plan.report_spec(config), sort_keys=True),
         code=code("report"),
