@@ -12,6 +12,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/fetch.smk"
 include: "workflow/rules/base_model.smk"
 include: "workflow/rules/attribute.smk"
 include: "workflow/rules/prune.smk"

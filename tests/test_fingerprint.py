@@ -142,6 +142,8 @@ def test_editing_a_module_changes_the_jobs_that_run_it(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(SRC / "eraselab", src / "eraselab", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "workflow" / "schemas", tmp_path / "workflow" / "schemas")   # found beside the package
+    (tmp_path / "config").mkdir()
+    shutil.copy(ROOT / "config" / "assets.yaml", tmp_path / "config")                    # so is the asset registry
     configs = ["config/config.yaml", "config/methods.yaml"]
     before = job_codes(src, configs)
     uce = src / "eraselab" / "erase" / "uce.py"

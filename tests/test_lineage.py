@@ -22,7 +22,7 @@ def changed(cfg, edit) -> dict:
     """Which jobs' lineage an edit of the config changes."""
     new = copy.deepcopy(cfg)
     edit(new)
-    jobs = {"erase": {"model": "conceptworld", "target": "triangle", "prune": "none", "method": "esd-x"},
+    jobs = {"erase": {"model": "conceptworld", "target": "triangle", "seed": "0", "prune": "none", "method": "esd-x"},
             "generate base": {"model": "conceptworld", "variant": "base"},
             "generate erased": {"model": "conceptworld", "variant": ERASED},
             "score erased": {"model": "conceptworld", "variant": ERASED}, "report": {}}

@@ -13,7 +13,7 @@ from eraselab.plan import base_model_spec
 from test_workflow import planned, snakemake, workdir
 
 ROOT = Path(__file__).resolve().parents[1]
-FULL_DAG = {"base_model": 1, "erase": 6, "generate": 7, "generate_neutral": 7, "quality": 7, "score": 7,
+FULL_DAG = {"fetch": 4, "split": 4, "base_model": 1, "erase": 6, "generate": 7, "generate_neutral": 7, "quality": 7, "score": 7,
             "report": 1, "all": 1}
 
 
@@ -28,6 +28,8 @@ def test_sd_presets_plan_the_full_dag_without_download(tmp_path, presets, model,
     assert planned(proc) == FULL_DAG
     out = proc.stdout + proc.stderr
     assert f"resources/models/{model}" in out and not (wd / "resources").exists()
+    # the papers' prompt sets: fetched at pinned commits (I2P, COCO-30k), ESD's artists and objects split
+    assert "resources/assets/i2p/i2p.csv" in out and "resources/prompts/esd-artists/van_gogh.csv" in out
     cfg = yaml.safe_load((ROOT / "config" / f"{presets[-1]}.yaml").read_text())
     m = cfg["models"][model]
     assert m["repo_id"] == repo and len(m["revision"]) == 40 and int(m["revision"], 16) >= 0

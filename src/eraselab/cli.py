@@ -29,6 +29,9 @@ def _pair(item: str) -> tuple[str, str]:
 # `eraselab erase --base B --spec S --out O` calls `eraselab.erase.stage.run(base=B, spec=S, out=O)`.
 # A stage's module is imported only when it runs (eraselab.registry).
 STAGES = {
+    "fetch": ("eraselab.fetch:run", "download a pinned external asset (config/assets.yaml), sha256-checked",
+              "--local? --out"),
+    "split": ("eraselab.split:run", "one value of a CSV asset's split column, as a prompt set", "--source --out"),
     "base_model": ("eraselab.models:prepare", "download / assemble a base model directory", "--weights? --out"),
     "train_conceptworld": ("eraselab.conceptworld.train:run", "train ConceptWorld's model and classifier", "--out"),
     "prune": ("eraselab.prune.stage:run", "a pruning mask for one concept (stored apart from the weights)",
@@ -52,6 +55,8 @@ STAGES = {
     "report": ("eraselab.report:run", "tables, figures and grids", "--out"),
 }
 OPTION_HELP = {
+    "--local": "a local copy of the asset, used instead of its URL when its sha256 matches",
+    "--source": "the fetched CSV",
     "--weights": "conceptworld: the weights directory", "--delta": "the variant's erasure delta",
     "--mask": "a pruning mask (mask.safetensors) applied before erasing",
     "--pairs": "prompts with and without the concept (CSV)", "--attribution": "the base model's attribution table",
@@ -127,9 +132,10 @@ def main(argv: list[str] | None = None) -> int:
 def _explained() -> tuple[type, ...]:
     """Failures whose message names the file or value and the fix: shown without a traceback."""
     from .artifacts import ArtifactError
+    from .fetch import FetchError
     from .prompts import PromptSetError
     from .runtime import DivergenceError
-    return ArtifactError, DivergenceError, PromptSetError
+    return ArtifactError, DivergenceError, FetchError, PromptSetError
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
+from . import assets
+
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 NONE = "none"  # the grid value meaning "no pruning" / "no attack"
 
@@ -193,23 +195,44 @@ def _file_errors(cfg: dict, root: Path) -> list[str]:
     problems += _pruning_file_errors(cfg, root)
     problems += _world_errors(cfg, root)
     used = set(cfg["run"]["targets"]) | set(cfg["run"].get("preserve", []))
-    for name in sorted(used & set(cfg["concepts"])):
-        concept = cfg["concepts"][name]
-        for key in ("prompts", "validation"):
-            if key not in concept:
-                continue
-            try:
-                load_prompts(root / concept[key], cfg["generation"]["guidance"])
-            except PromptSetError as e:
-                problems.append(f"concepts.{name}.{key}: {e}")
+    prompt_files = [(f"concepts.{name}.{key}", cfg["concepts"][name][key]) for name in sorted(used & set(cfg["concepts"]))
+                    for key in ("prompts", "validation") if key in cfg["concepts"][name]]
     if cfg.get("quality", {}).get("prompts"):
+        prompt_files.append(("quality.prompts", cfg["quality"]["prompts"]))
+    for key, path in prompt_files:
+        unmade = assets.problems(cfg["assets"], path, key)   # under resources/ but no rule makes it, or unpinned
+        if unmade or assets.producer(cfg["assets"], path):   # a fetch or split job makes it, and checks it
+            problems += unmade
+            continue
         try:
-            load_prompts(root / cfg["quality"]["prompts"], cfg["generation"]["guidance"])
+            load_prompts(root / path, cfg["generation"]["guidance"])
         except PromptSetError as e:
-            problems.append(f"quality.prompts: {e}")
+            problems.append(f"{key}: {e}")
+    for name in sorted(used & set(cfg["concepts"])):
+        key, path = f"concepts.{name}.detector.model_path", cfg["concepts"][name]["detector"].get("model_path")
+        unmade = assets.problems(cfg["assets"], path, key) if path else []
+        if path and not unmade and not assets.producer(cfg["assets"], path) and not (root / path).is_file():
+            unmade = [f"{key}: {path!r} not found ({root / path})"]
+        problems += unmade
         real = cfg["quality"]["fid"].get("real_images")
         if real and not (root / real).is_dir():
             problems.append(f"quality.fid.real_images: {real!r} is not a directory ({root / real} not found)")
+    return problems
+
+
+def _resolve_detector_models(cfg: dict) -> list[str]:
+    """A NudeNet detector of a fetched model reads it from the asset's path, unless model_path names a copy."""
+    from .score.nudenet import MODEL_ASSETS
+    problems = []
+    for name, concept in cfg.get("concepts", {}).items():
+        det = concept["detector"]
+        if det["kind"] != "nudenet" or det["model"] not in MODEL_ASSETS:
+            continue
+        if det.get("resolution") is not None:
+            problems.append(f"concepts.{name}.detector.resolution: {det['resolution']!r} is not allowed with model "
+                            f"{det['model']!r}, whose input size is fixed by the model file; remove it")
+        if not det.get("model_path"):
+            det["model_path"] = assets.path(cfg["assets"], MODEL_ASSETS[det["model"]])
     return problems
 
 
@@ -270,7 +293,7 @@ def _attack_file_errors(cfg: dict, root: Path) -> list[str]:
         pattern = cfg.get("attacks", {}).get(name, {}).get("pairs")
         for target in cfg["run"]["targets"] if pattern else []:
             path = root / pattern.format(concept=target)
-            if not path.is_file():
+            if not path.is_file() and not assets.producer(cfg["assets"], pattern.format(concept=target)):
                 problems.append(f"attacks.{name}.pairs: {str(path)!r} not found (for target {target!r}); "
                                 f"it needs columns prompt, prompt_without")
     return problems
@@ -284,7 +307,7 @@ def _pruning_file_errors(cfg: dict, root: Path) -> list[str]:
     return [f"{key}: {str(root / pattern.format(concept=t))!r} not found (for target {t!r}); "
             f"it needs columns prompt, prompt_without"
             for key, pattern in patterns if pattern for t in cfg["run"]["targets"]
-            if not (root / pattern.format(concept=t)).is_file()]
+            if not (root / pattern.format(concept=t)).is_file() and not assets.producer(cfg["assets"], pattern.format(concept=t))]
 
 
 def validate(config: dict, root: str | Path = ".", schema: dict | None = None) -> dict:
@@ -297,6 +320,8 @@ def validate(config: dict, root: str | Path = ".", schema: dict | None = None) -
     """
     schema = schema or load_schema()
     root = Path(root)
+    if isinstance(config.get("assets", {}), dict):   # the shipped registry, the config's entries over it
+        config = {**config, "assets": assets.merged(config.get("assets"))}
     cfg = fill_defaults(config, schema)
     problems = schema_errors(cfg, schema)
     defs = schema["$defs"]
@@ -320,6 +345,7 @@ def validate(config: dict, root: str | Path = ".", schema: dict | None = None) -
                 problems += p
     if problems:  # cross-references and files assume a well-formed config
         raise ConfigError(problems)
+    problems += _resolve_detector_models(cfg)
     problems += _reference_errors(cfg)
     if not problems:
         problems += _scoring_errors(cfg)

@@ -15,6 +15,7 @@ target under ``results/{model}/{target}/seed{seed}/``:
 from __future__ import annotations
 
 import itertools
+import re
 
 BASE = "base"
 RESOURCES = "resources/models/{model}"
@@ -27,12 +28,22 @@ RATES = VARIANT + "/rates.json"
 NEUTRAL_IMAGES = VARIANT + "/quality/neutral.tar"   # the neutral prompt set, for preservation metrics
 QUALITY = VARIANT + "/quality.json"
 REPORT = "results/report"
+# External assets (config/assets.yaml, eraselab.assets): a fetched file, and the prompt set of one
+# value of a CSV asset's split column (its slug: "Van Gogh" -> van_gogh).
+ASSET = "resources/assets/{asset}/{file}"
+ASSET_SOURCE = "resources/assets/{asset}/{file}-source.json"   # where it came from (not {file}.json: see atomic_path)
+SPLIT = "resources/prompts/{asset}/{value}.csv"
 
 # Wildcard constraints: names are single path components; a variant is base or
 # target/seedN/prune/method.
 NAME = r"[A-Za-z0-9][A-Za-z0-9_.+-]*"
 SEED = r"[0-9]+"
 VARIANT_RE = rf"{BASE}|{NAME}/seed{SEED}/{NAME}/{NAME}"
+
+
+def slug(value) -> str:
+    """A value as a file name: lower case, each run of other characters one underscore."""
+    return re.sub(r"[^a-z0-9]+", "_", str(value).lower()).strip("_")
 
 
 def variant(target: str, seed: int | str, prune: str, method: str) -> str:

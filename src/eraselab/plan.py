@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from . import layout
+from . import assets, layout
 from .artifacts import MANIFEST
 from .attacks import ATTACKS, LEVEL, NEEDS
 from .cli import stage_module
@@ -80,7 +80,19 @@ def erase_inputs(cfg: dict, model: str, target: str, seed: str, prune: str, meth
         inputs["mask"] = layout.MASK.format(model=model, target=target, seed=seed, prune=prune)
     if (v := validation_spec(cfg, target, method)) is not None:
         inputs["validation"] = v["prompts"]
+        inputs["detectors"] = detector_files(cfg, [target])
     return inputs
+
+
+def detector_files(cfg: dict, concepts: list[str]) -> list[str]:
+    """The model files the concepts' detectors read, where the config names one (a fetched NudeNet model)."""
+    return list(dict.fromkeys(p for c in concepts if (p := cfg["concepts"][c]["detector"].get("model_path"))))
+
+
+def source_digest(cfg: dict, path: str) -> str:
+    """A source file's content identity: a fetched or split asset's pinned one (known before the file
+    exists, so planning and rerunning agree), else the digest of the file's bytes."""
+    return assets.digest_of(cfg["assets"], path) or digest(path)
 
 
 # Erasers that read a concept's preserve prompts; the others' jobs must not rerun when those change.
@@ -121,7 +133,12 @@ def generate_inputs(cfg: dict, model: str, variant: str) -> dict:
 def generate_spec(cfg: dict, model: str, variant: str) -> dict:
     return {"generation": cfg["generation"], "dtype": cfg["models"][model]["dtype"],
             "variant": variant, "model": model,
-            "prompts_sha256": {ps: digest(cfg["concepts"][ps]["prompts"]) for ps in layout.prompt_sets(cfg["run"])}}
+            "prompts_sha256": {ps: source_digest(cfg, cfg["concepts"][ps]["prompts"]) for ps in layout.prompt_sets(cfg["run"])}}
+
+
+def score_inputs(cfg: dict, model: str, variant: str) -> dict:
+    return {"base": model_dir(cfg, model), "images": list(image_paths(cfg, model, variant).values()),
+            "detectors": detector_files(cfg, layout.prompt_sets(cfg["run"]))}
 
 
 def score_spec(cfg: dict, model: str, variant: str) -> dict:
@@ -252,6 +269,8 @@ SPECS = {
     "attack_score": lambda cfg, **w: attack_score_spec(cfg, **w),
     "generate_neutral": lambda cfg, **w: generate_spec(cfg, **w),
     "quality": lambda cfg, **w: quality_spec(cfg, **w),
+    "fetch": lambda cfg, **w: fetch_spec(cfg, **w),
+    "split": lambda cfg, **w: split_spec(cfg, **w),
 }
 
 
@@ -276,8 +295,15 @@ def upstream(cfg: dict, rule: str, **w) -> list[tuple[str, dict]]:
         after = ("generate", "score") + (("quality",) if quality_enabled(cfg) else ())
         return [(r, {"model": m, "variant": v}) for m, v in layout.grid(cfg["run"]) for r in after] \
             + [("attack_score", {"model": m, "variant": v, "attack": a}) for m, v, a in layout.attack_grid(cfg["run"])]
-    if rule in ("local_model", "train_conceptworld"):
+    if rule in ("local_model", "train_conceptworld", "fetch"):
         return []
+    if rule == "split":
+        return [("fetch", _fetch_job(cfg, w["asset"]))]
+    return _upstream_jobs(cfg, rule, w) + _asset_jobs(cfg, rule, w)
+
+
+def _upstream_jobs(cfg: dict, rule: str, w: dict) -> list[tuple[str, dict]]:
+    """The jobs of the pipeline's own stages whose outputs a job reads."""
     m = cfg["models"][w["model"]]
     if rule == "base_model":
         return [("train_conceptworld", {"model": w["model"]})] if m["source"] == "conceptworld" and m["retrain"] else []
@@ -312,6 +338,33 @@ def upstream(cfg: dict, rule: str, **w) -> list[tuple[str, dict]]:
     if rule == "attack_score":
         return model + [("attack_generate", dict(w)), ("score", {"model": w["model"], "variant": w["variant"]})]
     raise KeyError(f"plan.upstream: no lineage for rule {rule!r}; add it")
+
+
+def _fetch_job(cfg: dict, asset: str) -> dict:
+    return {"asset": asset, "file": assets.file_name(cfg["assets"][asset])}
+
+
+# Each rule's inputs, from its wildcards: the files a fetch or split job makes are found among them.
+INPUTS = {
+    "generate": lambda cfg, model, variant: generate_inputs(cfg, model, variant),
+    "generate_neutral": lambda cfg, model, variant: neutral_inputs(cfg, model, variant),
+    "erase": lambda cfg, **w: erase_inputs(cfg, **w),
+    "score": lambda cfg, model, variant: score_inputs(cfg, model, variant),
+    "attack": lambda cfg, model, variant, attack: attack_inputs(cfg, model, variant, attack),
+    "attack_shared": lambda cfg, model, target, attack, seed: shared_attack_inputs(cfg, model, target, attack),
+    "attack_score": lambda cfg, model, variant, attack: attack_score_inputs(cfg, model, variant, attack),
+    "prune": lambda cfg, model, target, prune, seed: prune_inputs(cfg, model, target, prune),
+    "attribute_base": lambda cfg, model, target: attribute_base_inputs(cfg, model, target),
+}
+
+
+def _asset_jobs(cfg: dict, rule: str, w: dict) -> list[tuple[str, dict]]:
+    """The fetch and split jobs that make files a job reads (prompt sets, detector models)."""
+    if rule not in INPUTS:
+        return []
+    paths = [p for v in INPUTS[rule](cfg, **w).values() for p in (v if isinstance(v, list) else [v])]
+    jobs = (assets.producer(cfg["assets"], p) for p in dict.fromkeys(paths))
+    return list({(r, tuple(sorted(jw.items()))): (r, jw) for r, jw in filter(None, jobs)}.values())
 
 
 def _identity(cfg: dict, rule: str, w: dict, memo: dict | None) -> str:
@@ -429,6 +482,8 @@ def adversarial_path(cfg: dict, model: str, variant: str, attack: str) -> str:
 def _attack_inputs(cfg: dict, model: str, target: str, attack: str, delta: str | None) -> dict:
     needs = NEEDS[attack_algorithm(cfg, attack)]
     inputs = {"base": model_dir(cfg, model), "prompts": cfg["concepts"][target]["prompts"]}
+    if "detector" in needs:
+        inputs["detectors"] = detector_files(cfg, [target])
     if delta:
         inputs["delta"] = delta
     if "reference" in needs:  # the base model's images of the target's prompts
@@ -483,6 +538,12 @@ def attack_generate_spec(cfg: dict, model: str, variant: str, attack: str) -> di
             "variant": variant, "attack_name": attack, "shared": shares_attack(cfg, variant, attack)}
 
 
+def attack_score_inputs(cfg: dict, model: str, variant: str, attack: str) -> dict:
+    w = {"model": model, "variant": variant, "attack": attack}
+    return {"base": model_dir(cfg, model), "images": layout.ATTACK_IMAGES.format(**w),
+            "plain": layout.SCORES.format(**w), "detectors": detector_files(cfg, [layout.parse_variant(variant)["target"]])}
+
+
 def attack_score_spec(cfg: dict, model: str, variant: str, attack: str) -> dict:
     target = layout.parse_variant(variant)["target"]
     concept = cfg["concepts"][target]
@@ -526,7 +587,7 @@ def prune_spec(cfg: dict, model: str, target: str, seed: str, prune: str) -> dic
     spec = {"pruning_name": prune, "pruning": p, "concept": {"name": target}, "seed": int(seed),
             "guidance": cfg["generation"]["guidance"], "model": model}
     if "pairs" in p:
-        spec["pairs_sha256"] = digest(_pairs(p["pairs"], target))
+        spec["pairs_sha256"] = source_digest(cfg, _pairs(p["pairs"], target))
     if p["algorithm"] == "learned":   # trained with an erasure objective on the concept's erase prompts
         spec["concept"] = {k: v for k, v in concept_spec(cfg, target).items() if k not in ("detector", "validation")}
     return spec
@@ -544,7 +605,7 @@ def attribute_base_spec(cfg: dict, model: str, target: str) -> dict:
     settings = {k: v for k, v in _attribution_settings(cfg).items() if k != "top_k"}
     return {"attribution": settings, "seed": cfg["seed"], "guidance": cfg["generation"]["guidance"],
             "model": model, "target": target,
-            "pairs_sha256": digest(_pairs(cfg["attribution"]["pairs"], target))}
+            "pairs_sha256": source_digest(cfg, _pairs(cfg["attribution"]["pairs"], target))}
 
 
 def attribute_inputs(cfg: dict, model: str, variant: str, attack: str) -> dict:
@@ -584,3 +645,30 @@ def prune_report_spec(cfg: dict) -> dict:
                     for m, v, a in layout.attribution_grid(run)] if cfg["attribution"]["enabled"] else []
     return {"summary": f"{layout.REPORT}/summary.csv", "attacks": attacks[0] if attacks else None,
             "masks": masks, "attributions": attributions}
+
+
+# --- external assets (config/assets.yaml; eraselab.assets, eraselab.fetch, eraselab.split) -------------
+
+FETCH_KEYS = ("url", "sha256", "member", "member_sha256")   # what the fetched bytes are; `local` is only where
+
+
+def fetch_spec(cfg: dict, asset: str, file: str) -> dict:
+    entry = cfg["assets"][asset]
+    if file != assets.file_name(entry):
+        raise ValueError(f"asset {asset} is fetched as {assets.file_name(entry)}, not {file}")
+    return {"name": asset, **{k: entry.get(k) for k in FETCH_KEYS}}
+
+
+def fetch_local(cfg: dict, asset: str) -> str:
+    """``--local PATH`` when the config names a local copy of the asset."""
+    local = cfg["assets"][asset].get("local")
+    return f"--local {local}" if local else ""
+
+
+def split_inputs(cfg: dict, asset: str, value: str) -> dict:
+    return {"source": assets.path(cfg["assets"], asset)}
+
+
+def split_spec(cfg: dict, asset: str, value: str) -> dict:
+    entry = cfg["assets"][asset]
+    return {"asset": asset, "column": entry["split"], "value": value, "sha256": assets.identity(entry)}

@@ -65,9 +65,7 @@ rule attack_generate:
 rule attack_score:
     """Pre-attack, attack-only and attack success rates of one variant under one attack."""
     input:
-        base=lambda w: plan.model_dir(config, w.model),
-        images=layout.ATTACK_IMAGES,
-        plain=layout.SCORES,
+        unpack(lambda w: plan.attack_score_inputs(config, w.model, w.variant, w.attack)),
     output:
         scores=layout.ATTACK_SCORES,
         rates=layout.ATTACK_RATES,

@@ -47,6 +47,9 @@ wildcard_constraints:
     promptset=layout.NAME,
     variant=layout.VARIANT_RE,
     attack=layout.NAME,
+    asset=layout.NAME,
+    file=r"[^/]+",
+    value=layout.NAME,
 
 
 def spec(fn):

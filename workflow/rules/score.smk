@@ -1,8 +1,7 @@
 rule score:
     """Detect each prompt set's concept in its images; per-image scores and per-concept rates."""
     input:
-        base=lambda w: plan.model_dir(config, w.model),
-        images=lambda w: list(plan.image_paths(config, w.model, w.variant).values()),
+        unpack(lambda w: plan.score_inputs(config, w.model, w.variant)),
     output:
         scores=layout.SCORES,
         rates=layout.RATES,
