@@ -1,6 +1,7 @@
 """The Stable Diffusion presets: they validate and plan the whole DAG with no download, and the
 SD-v1.4-shaped random-weight preset runs end to end on a CPU."""
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,25 @@ def test_sd_presets_plan_the_full_dag_without_download(tmp_path, presets, model,
     cfg = yaml.safe_load((ROOT / "config" / f"{presets[-1]}.yaml").read_text())
     m = cfg["models"][model]
     assert m["repo_id"] == repo and len(m["revision"]) == 40 and int(m["revision"], 16) >= 0
+
+
+PROTOCOLS = {   # preset -> the assets its fetch jobs fetch
+    "unlearndiff-nudity": {"unlearndiff-nudity", "nudenet-best"}, "unlearndiff-vangogh": {"unlearndiff-vangogh"},
+    "unlearndiff-church": {"unlearndiff-church"}, "esd-i2p": {"i2p", "nudenet-best", "coco-30k"}, "coco-quality": {"coco-10k"},
+}
+
+
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+def test_protocol_presets_plan_offline_with_their_fetch_jobs_and_published_numbers(tmp_path, protocol):
+    """One command per paper protocol: it plans with no download (the fetch jobs are in the plan), and
+    carries the numbers it should reproduce, which the report compares (expected.csv)."""
+    wd = workdir(tmp_path)
+    proc = snakemake(wd, "-n", "--configfile", "config/sd14.yaml", f"config/protocols/{protocol}.yaml")
+    fetched = set(re.findall(r"resources/assets/([\w.-]+)/", proc.stdout))
+    assert fetched == PROTOCOLS[protocol] and planned(proc)["fetch"] == len(fetched)
+    assert "results/report/expected.csv" in proc.stdout and not (wd / "resources").exists()
+    cfg = yaml.safe_load((ROOT / "config" / "protocols" / f"{protocol}.yaml").read_text())
+    assert cfg["expected"] and all(e["source"] and e["tolerance"] > 0 for e in cfg["expected"])
 
 
 def test_sd14_preset_has_the_papers_settings():
