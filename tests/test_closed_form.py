@@ -165,3 +165,44 @@ def test_rece_delta_reproduces_the_erased_model(tiny_pipe_dir, tmp_path):
     apply_delta(rebuilt, tmp_path / "d.safetensors")
     for (n, p), (_, q) in zip(pipe.unet.named_parameters(), rebuilt.unet.named_parameters()):
         assert torch.equal(p, q), n
+
+
+def _official_uce_sd_erase(pipe, edit, guide, preserve, erase_scale, preserve_scale, lamb):
+    """The current official trainscripts/uce_sd_erase.py, transcribed: per K/V module, the last subject token
+    (attention-mask sum - 2) of every erase, guide and preserve prompt; mat1 = lamb W + sum s v* c^T,
+    mat2 = lamb I + sum s c c^T, W* = mat1 @ inverse(mat2). No empty prompt unless given in ``preserve``."""
+    from eraselab.models import encode_prompts
+    emb = {}
+    for e in edit + guide + preserve:
+        last = pipe.tokenizer(e, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                              truncation=True, return_tensors="pt")["attention_mask"].sum() - 2
+        emb[e] = encode_prompts(pipe, [e])[0][last]
+    named = dict(pipe.unet.named_modules())
+    out = {}
+    for name in cross_attention_kv(pipe.unet):
+        w = named[name.removesuffix(".weight")].weight.detach()
+        mat1, mat2 = lamb * w, lamb * torch.eye(w.shape[1])
+        for e, g in zip(edit, guide):
+            c, v = emb[e][:, None], (w @ emb[g])[:, None]
+            mat1, mat2 = mat1 + erase_scale * v @ c.T, mat2 + erase_scale * c @ c.T
+        for p in preserve:
+            c, v = emb[p][:, None], (w @ emb[p])[:, None]
+            mat1, mat2 = mat1 + preserve_scale * v @ c.T, mat2 + preserve_scale * c @ c.T
+        out["unet." + name] = mat1 @ torch.inverse(mat2)
+    return out
+
+
+def test_last_subject_uce_matches_the_current_official_script(tiny_pipe_dir):
+    """tokens: last_subject leaves the empty prompt out of the preserve set, as uce_sd_erase.py does;
+    preserving it (the paper-era repo's habit) is a different edit."""
+    from eraselab.models import load_pipeline
+    concept = Concept(name="triangle", type="object", erase=("a triangle",), preserve=("a circle", "a square"))
+    params = {**UCE, "tokens": "last_subject", "preserve_scale": 1.0, "preserve_unconditional": None}
+    pipe = load_pipeline(tiny_pipe_dir)
+    official = _official_uce_sd_erase(pipe, ["a triangle"], [""], ["a circle", "a square"], 1.0, 1.0, 0.5)
+    ours, record = method("uce")(pipe, concept, params, seed=0)
+    assert record["preserve_prompts"] == ["a circle", "a square"]
+    assert max(rel(ours[k] - official[k], official[k]) for k in official) < 1e-4
+    with_empty, _ = method("uce")(load_pipeline(tiny_pipe_dir), concept, {**params, "preserve_unconditional": True},
+                                  seed=0)
+    assert max(rel(with_empty[k] - official[k], official[k]) for k in official) > 1e-3
