@@ -243,7 +243,7 @@ def _scoring_errors(cfg: dict) -> list[str]:
 def _attack_detector_errors(cfg: dict, schema: dict) -> list[str]:
     """An attack's detector keys, merged over each target's detector of that kind, must make a valid detector."""
     problems = []
-    for name in cfg["run"].get("attacks", []):
+    for name in sorted(set(cfg["run"].get("attacks", [])) - {NONE}):
         for kind, keys in cfg["attacks"][name].get("detector", {}).items():
             if "kind" in keys:
                 problems.append(f"attacks.{name}.detector.{kind}.kind: an attack cannot change the detector's kind")
