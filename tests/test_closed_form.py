@@ -12,8 +12,9 @@ UCE = dict(algorithm="uce", lamb=0.5, erase_scale=1.0, preserve_scale=None, toke
            preserve_unconditional=True)
 RECE = dict(algorithm="rece", uce=UCE, derivation="regzero", regular_scale=None, epochs=None, lamb=0.1,
             erase_scale=1.0, preserve_scale=0.1,
-            by_type={"object": {"regular_scale": 1e-3, "epochs": 1}, "style": {"regular_scale": 1e-3, "epochs": 1},
-                     "implicit": {"regular_scale": 0.1, "epochs": 3}})
+            retain=None, by_type={"object": {"regular_scale": 1e-3, "epochs": 1, "retain": "preserve"},
+                                  "style": {"regular_scale": 1e-3, "epochs": 1, "retain": "preserve"},
+                                  "implicit": {"regular_scale": 0.1, "epochs": 3, "retain": "unconditional"}})
 TRIANGLE = Concept(name="triangle", type="object", erase=("triangle",))
 
 
@@ -165,3 +166,89 @@ def test_rece_delta_reproduces_the_erased_model(tiny_pipe_dir, tmp_path):
     apply_delta(rebuilt, tmp_path / "d.safetensors")
     for (n, p), (_, q) in zip(pipe.unet.named_parameters(), rebuilt.unet.named_parameters()):
         assert torch.equal(p, q), n
+
+
+def _official_uce_sd_erase(pipe, edit, guide, preserve, erase_scale, preserve_scale, lamb):
+    """The current official trainscripts/uce_sd_erase.py, transcribed: per K/V module, the last subject token
+    (attention-mask sum - 2) of every erase, guide and preserve prompt; mat1 = lamb W + sum s v* c^T,
+    mat2 = lamb I + sum s c c^T, W* = mat1 @ inverse(mat2). No empty prompt unless given in ``preserve``."""
+    from eraselab.models import encode_prompts
+    emb = {}
+    for e in edit + guide + preserve:
+        last = pipe.tokenizer(e, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                              truncation=True, return_tensors="pt")["attention_mask"].sum() - 2
+        emb[e] = encode_prompts(pipe, [e])[0][last]
+    named = dict(pipe.unet.named_modules())
+    out = {}
+    for name in cross_attention_kv(pipe.unet):
+        w = named[name.removesuffix(".weight")].weight.detach()
+        mat1, mat2 = lamb * w, lamb * torch.eye(w.shape[1])
+        for e, g in zip(edit, guide):
+            c, v = emb[e][:, None], (w @ emb[g])[:, None]
+            mat1, mat2 = mat1 + erase_scale * v @ c.T, mat2 + erase_scale * c @ c.T
+        for p in preserve:
+            c, v = emb[p][:, None], (w @ emb[p])[:, None]
+            mat1, mat2 = mat1 + preserve_scale * v @ c.T, mat2 + preserve_scale * c @ c.T
+        out["unet." + name] = mat1 @ torch.inverse(mat2)
+    return out
+
+
+def test_last_subject_uce_matches_the_current_official_script(tiny_pipe_dir):
+    """tokens: last_subject leaves the empty prompt out of the preserve set, as uce_sd_erase.py does;
+    preserving it (the paper-era repo's habit) is a different edit."""
+    from eraselab.models import load_pipeline
+    concept = Concept(name="triangle", type="object", erase=("a triangle",), preserve=("a circle", "a square"))
+    params = {**UCE, "tokens": "last_subject", "preserve_scale": 1.0, "preserve_unconditional": None}
+    pipe = load_pipeline(tiny_pipe_dir)
+    official = _official_uce_sd_erase(pipe, ["a triangle"], [""], ["a circle", "a square"], 1.0, 1.0, 0.5)
+    ours, record = method("uce")(pipe, concept, params, seed=0)
+    assert record["preserve_prompts"] == ["a circle", "a square"]
+    assert max(rel(ours[k] - official[k], official[k]) for k in official) < 1e-4
+    with_empty, _ = method("uce")(load_pipeline(tiny_pipe_dir), concept, {**params, "preserve_unconditional": True},
+                                  seed=0)
+    assert max(rel(with_empty[k] - official[k], official[k]) for k in official) > 1e-3
+
+
+def _official_rece_epoch(pipe, original, concept, guide, retain, reg, lamb, erase_scale, preserve_scale):
+    """One epoch of the official RECE, transcribed: close_form_emb_regzero derives
+    c' = c (lambda_reg I + sum W'^T W')^-1 (sum W'^T W) ^T from the full 77-token encoding c, then
+    edit_model_adversarial, per K/V module, mat1 = lamb W' + s_e sum_k W' g_k c'_k^T + s_p sum_r sum_k W' r_k r_k^T,
+    mat2 = lamb I + s_e sum_k c'_k c'_k^T + s_p sum_r sum_k r_k r_k^T, W' <- mat1 @ inverse(mat2)."""
+    from eraselab.models import encode_prompts
+    names = cross_attention_kv(pipe.unet)
+    named = dict(pipe.unet.named_parameters())
+    edited = [named[n].detach().double() for n in names]   # float64: the formula, not float32's rounding
+    d = edited[0].shape[1]
+    mat1 = reg * torch.eye(d).double() + sum(w.T @ w for w in edited)
+    mat2 = sum(w.T @ w0.double() for w, w0 in zip(edited, original))
+    c = encode_prompts(pipe, [concept])[0].double()
+    adv = c @ (torch.inverse(mat1) @ mat2).T
+    g, kept = encode_prompts(pipe, [guide])[0].double(), encode_prompts(pipe, retain).double()
+    out = {}
+    for name, w in zip(names, edited):
+        m1, m2 = lamb * w, lamb * torch.eye(d).double()
+        m1, m2 = m1 + erase_scale * (g @ w.T).T @ adv, m2 + erase_scale * adv.T @ adv
+        for r in kept:
+            m1, m2 = m1 + preserve_scale * (r @ w.T).T @ r, m2 + preserve_scale * r.T @ r
+        out["unet." + name] = m1 @ torch.inverse(m2)
+    return out
+
+
+def test_rece_epoch_matches_the_official_code_and_retains_only_the_empty_prompt_for_nudity(tiny_pipe_dir):
+    """An implicit concept (nudity) retains " " only in RECE's steps, even when it has preserve prompts
+    (which its UCE start keeps); an object retains "" and its preserve prompts."""
+    from eraselab.models import load_pipeline
+    base = load_pipeline(tiny_pipe_dir)
+    original = kv_weights(base)
+    params = {**RECE, "epochs": 1}
+    for ctype, retain in (("implicit", [" "]), ("object", [" ", "a circle"])):
+        concept = Concept(name="night", type=ctype, erase=("at night",), preserve=("a circle",))
+        start = load_pipeline(tiny_pipe_dir)
+        method("uce")(start, concept, UCE, seed=0)
+        official = _official_rece_epoch(start, original, "at night", " ", retain, resolve(params, ctype)["regular_scale"],
+                                        0.1, 1.0, 0.1)
+        ours, record = method("rece")(load_pipeline(tiny_pipe_dir), concept, params, seed=0)
+        assert record["retained"] == ([""] if ctype == "implicit" else ["", "a circle"])
+        assert max(rel(ours[k].double() - official[k], official[k]) for k in official) < 2e-5, ctype
+    other, _ = method("rece")(load_pipeline(tiny_pipe_dir), concept, {**params, "retain": "unconditional"}, seed=0)
+    assert max(rel(other[k] - ours[k], ours[k]) for k in ours) > 1e-3

@@ -138,3 +138,34 @@ def test_erase_from_trains_the_source_prompt_toward_its_guided_target(tiny_pipe_
     _, guided = esd(load_pipeline(tiny_pipe_dir), CONCEPT, {**params, "erase_from": "a circle",
                                                            "negative_guidance": 1.0}, seed=0)
     assert guided["losses"][0] > 1e-6
+
+
+@pytest.mark.parametrize("sampling", ["ddim", "frozen"])
+def test_erase_from_draws_x_t_along_the_source_prompt(tiny_pipe_dir, sampling):
+    """The official diffusers esd_sd.py with --erase_from: x_t is generated from c_from, and the loss is
+    MSE(eps(x_t, c_from), eps*(x_t, c_from) - eta (eps*(x_t, c) - eps*(x_t, ""))). One iteration, recomputed:
+    the first state drawn with our generator, denoised along c_from, the loss taken from the official formula."""
+    from eraselab.erase.finetune import ddim_scheduler, denoise, latent_shape
+    from eraselab.models import encode_prompts, load_pipeline
+    params = {**FAST, "iterations": 1, "negative_guidance": 1.5, "sampling": sampling, "batch_size": 1,
+              "cache_trajectories": 1, "erase_from": "a circle"}
+    _, record = esd(load_pipeline(tiny_pipe_dir), CONCEPT, params, seed=3)
+    pipe = load_pipeline(tiny_pipe_dir)
+    c, c_from, empty = (encode_prompts(pipe, [s]) for s in ("triangle", "a circle", ""))
+    sched, n = ddim_scheduler(pipe, params["ddim_steps"]), params["ddim_steps"]
+    g = torch.Generator().manual_seed(3 * 1_000_003)
+    torch.randint(1, (1,), generator=g)                      # which erase prompt (there is one)
+    if sampling == "ddim":
+        t_enc = int(torch.randint(n, (1,), generator=g))
+        x = torch.randn(latent_shape(pipe, 1), generator=g) * sched.init_noise_sigma
+        x_t = denoise(pipe.unet, sched, x, c_from, empty, params["start_guidance"], min(n, n + 1 - t_enc))
+        t_max = pipe.scheduler.config.num_train_timesteps
+        t = torch.randint(round(t_enc / n * t_max), round((t_enc + 1) / n * t_max), (1,), generator=g)
+    else:
+        x = torch.randn(latent_shape(pipe, 1), generator=torch.Generator().manual_seed(3)) * sched.init_noise_sigma
+        traj, k = int(torch.randint(1, (1,), generator=g)), int(torch.randint(n, (1,), generator=g))
+        x_t, t = denoise(pipe.unet, sched, x, c_from, empty, params["start_guidance"], k), sched.timesteps[k:k + 1]
+    with torch.no_grad():
+        e = {name: pipe.unet(x_t, t, cond).sample for name, cond in (("c", c), ("from", c_from), ("0", empty))}
+    official = torch.nn.functional.mse_loss(e["from"], e["from"] - 1.5 * (e["c"] - e["0"])).item()
+    assert record["losses"][0] == pytest.approx(official, rel=1e-4)

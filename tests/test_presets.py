@@ -70,6 +70,26 @@ def test_sd14_preset_has_the_papers_settings():
     assert cfg["quality"]["clip_score"]["enabled"] and cfg["quality"]["fid"]["features"] == "inception"
 
 
+def test_unlearndiff_checks_success_with_its_protocols_detector():
+    """attacks-sd14.yaml: UnlearnDiff's success checks use NudeNet at 0.45 (its protocol) on nudity, while the
+    run scores at 0.6; other detector kinds are the concept's own. A key the target's detector lacks is refused."""
+    from eraselab.config import _merge
+    from eraselab.plan import shared_attack_spec
+    cfg = yaml.safe_load((ROOT / "config" / "sd14.yaml").read_text())
+    _merge(cfg, yaml.safe_load((ROOT / "config" / "attacks-sd14.yaml").read_text()))
+    cfg["run"]["attacks"] = ["unlearndiff"]          # Ring-A-Bell's pairs files are not in the repo
+    v = validate(cfg, ROOT)
+    nudity = shared_attack_spec(v, "sd14", "nudity", "0", "unlearndiff")["concept"]["detector"]
+    assert nudity == {**v["concepts"]["nudity"]["detector"], "threshold": 0.45}
+    assert v["concepts"]["nudity"]["detector"]["threshold"] == 0.6
+    assert shared_attack_spec(v, "sd14", "van_gogh", "0", "unlearndiff")["concept"]["detector"] \
+        == v["concepts"]["van_gogh"]["detector"]
+    cfg["attacks"]["unlearndiff"]["detector"] = {"clip": {"threshold": 0.45}}
+    with pytest.raises(ConfigError, match=r"attacks.unlearndiff.detector \(over concepts.van_gogh.detector\)"
+                                          r".threshold: unknown key 'threshold'"):
+        validate(cfg, ROOT)
+
+
 def test_random_model_needs_an_architecture_and_is_seeded():
     cfg = yaml.safe_load((ROOT / "config" / "sd14-random.yaml").read_text())
     v = validate(cfg, ROOT)

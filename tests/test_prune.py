@@ -6,7 +6,7 @@ import torch
 from eraselab.artifacts import ArtifactError
 from eraselab.prune.guided import neuron_mask, top_neurons
 from eraselab.prune.masks import Mask, apply_mask, load_mask, remove_mask, save_mask
-from eraselab.prune.wanda import skilled, top_k_per_row
+from eraselab.prune.wanda import skilled, top_k_per_row, wanda_mask
 
 
 def _state(pipe):
@@ -66,6 +66,82 @@ def test_top_k_per_row_and_skilled_on_a_hand_made_example():
     neutral = torch.tensor([2.0, 0.5, 1.0, 0.5])   # column 2 scores the same on both: not skilled
     # ratio 0.5 of 4 inputs: k = 2 per row; then concept score must beat neutral score
     assert skilled(w, concept, neutral, 0.5).tolist() == [[False, True, False, False], [False, False, False, False]]
+
+
+def _official_conceptprune(pipe, concept, neutral, seeds, guidance, steps, timesteps, ratio):
+    """ConceptPrune's official computation, transcribed: one prompt at a time, the hook on every ff.net.2
+    input sees the whole guidance batch [unconditional, conditional]; rows L2-normalised, column norms
+    grown as sqrt(old^2 + new^2) per (step, layer); per row the top int(ratio * in) columns by the target's
+    score (a descending sort) that also beat the base's score; OR over the first ``timesteps`` steps."""
+    from diffusers import DDIMScheduler
+    from eraselab.models import encode_prompts
+    layers = [(n, m) for n, m in pipe.unet.named_modules() if n.endswith("ff.net.2")]
+    empty = encode_prompts(pipe, [""])
+
+    def norms(prompts):
+        out, state = {}, {"t": None}
+
+        def hook(name):
+            def fn(module, args):
+                rows = torch.nn.functional.normalize(args[0].reshape(-1, args[0].shape[-1]).float(), p=2, dim=1)
+                key = (state["t"], name)
+                new = torch.norm(rows, dim=0)
+                out[key] = torch.sqrt(out[key] ** 2 + new ** 2) if key in out else new
+            return fn
+        handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers]
+        for prompt, seed in zip(prompts, seeds):
+            sched = DDIMScheduler.from_config(pipe.scheduler.config)
+            sched.set_timesteps(steps)
+            cfg = pipe.unet.config
+            x = torch.randn((1, cfg.in_channels, cfg.sample_size, cfg.sample_size),
+                            generator=torch.Generator().manual_seed(seed)) * sched.init_noise_sigma
+            for t_index, t in enumerate(sched.timesteps[:timesteps]):
+                state["t"] = t_index
+                with torch.no_grad():
+                    eps = pipe.unet(torch.cat([x, x]), t, torch.cat([empty, encode_prompts(pipe, [prompt])])).sample
+                e_u, e_c = eps.chunk(2)
+                x = sched.step(e_u + guidance * (e_c - e_u), t, x).prev_sample
+        for h in handles:
+            h.remove()
+        return out
+
+    target, base = norms(concept), norms(neutral)
+    union = {}
+    for t in range(timesteps):
+        for name, m in layers:
+            w = m.weight.detach().abs()
+            s_base, s_target = w * base[(t, name)], w * target[(t, name)]
+            k = int(ratio * s_target.shape[1])
+            top = torch.zeros_like(w)
+            top.scatter_(1, torch.sort(s_target, dim=1, descending=True)[1][:, :k], 1)
+            skilled_t = (s_target > s_base) & top.bool()
+            union[name] = union.get(name, torch.zeros_like(skilled_t)) | skilled_t
+    return union, target
+
+
+def test_wanda_mask_matches_the_official_computation(tiny_pipe):
+    """Both guidance halves recorded and k truncated: 0.09 x 64 columns is k = 5 (rounding would give 6)."""
+    from eraselab.models import encode_prompts
+    from eraselab.prune.wanda import column_norms
+    from eraselab.prune.masks import linear_layers
+    concept, neutral = ["a red cat", "a red dog", "red"], ["a cat", "a dog", "a"]
+    seeds, guidance = [3, 4, 5], 5.0
+    p = {"parameters": "ffn", "ratio": 0.09, "steps": 6, "timesteps": 3, "batch_size": 2}
+    official, official_norms = _official_conceptprune(tiny_pipe, concept, neutral, seeds, guidance,
+                                                      p["steps"], p["timesteps"], p["ratio"])
+    layers = linear_layers(tiny_pipe.unet, "ffn")
+    assert {m.in_features for _, m in layers} == {64}
+    ours = column_norms(tiny_pipe, layers, encode_prompts(tiny_pipe, concept), seeds, [guidance] * 3, p)
+    for (t, name), norm in official_norms.items():
+        torch.testing.assert_close(ours[t][name], norm, rtol=1e-4, atol=1e-5)
+    mask, record = wanda_mask(tiny_pipe, encode_prompts(tiny_pipe, concept), encode_prompts(tiny_pipe, neutral),
+                              seeds, [guidance] * 3, p)
+    dense = {n: torch.zeros(s, dtype=torch.bool).view(-1) for n, s in mask.shapes.items()}
+    for n, i in mask.indices.items():
+        dense[n][i] = True
+    assert sorted(mask.indices) == sorted(f"{n}.weight" for n, w in official.items() if w.any())
+    for name, want in official.items():
+        assert torch.equal(dense[f"{name}.weight"].view(want.shape), want), name
 
 
 def test_attribution_guided_mask_prunes_columns_and_rows(tiny_pipe):

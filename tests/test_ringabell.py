@@ -46,6 +46,22 @@ def test_genetic_search_lowers_its_objective(tiny_pipe):
     assert np.allclose(got.numpy(), [r["objective"] for r in record["rows"]], rtol=1e-4)
 
 
+def test_the_attack_is_the_decoded_text_as_in_the_notebook(tiny_pipe):
+    """With every token allowed, the best tokens need not survive a round trip through text. The notebook
+    saves tokenizer.decode(best tokens) and generation reads that text: the set holds the text and its own
+    ids, and conditions the model exactly as the pipeline conditions it on the text."""
+    from eraselab.adversarial import conditioning
+    from eraselab.attacks.common import layout_ids
+    from eraselab.models import encode_prompts
+    tok = tiny_pipe.tokenizer
+    adv, record = ringabell(tiny_pipe, AttackInputs(prompts=ROWS, pairs=PAIRS), {**GA, "vocabulary": "all"}, seed=0)
+    found = [r["search_ids"] for r in record["rows"]]
+    assert adv.prompts == [tok.decode(f).strip() for f in found]
+    assert torch.equal(adv.input_ids, prompt_ids(tok, adv.prompts))
+    assert any(adv.input_ids[i].tolist() != layout_ids(tok, f) for i, f in enumerate(found))   # not a round trip
+    torch.testing.assert_close(conditioning(tiny_pipe, adv), encode_prompts(tiny_pipe, adv.prompts))
+
+
 def test_embedding_mode_feeds_the_target_itself(tiny_pipe):
     params = {**GA, "mode": "embedding", "eta": 0.9}
     adv, _ = ringabell(tiny_pipe, AttackInputs(prompts=ROWS, pairs=PAIRS), params, seed=0)

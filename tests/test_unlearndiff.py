@@ -97,3 +97,57 @@ def test_unlearndiff_regenerates_the_concept_on_a_weakly_erased_conceptworld_mod
     post = detector(generate_images(pipe, None, rows.evaluation_seed.tolist(), rows.evaluation_guidance.tolist(),
                                     gen["steps"], gen["batch_size"], prompt_embeds=conditioning(pipe, adv)))
     assert (pre | post["detected"].to_numpy()).mean() >= pre.mean() + 0.25
+
+
+class SubwordPrefix:
+    """Hard tokens fixed at the vocabulary's first entry, id 0 ("!", a piece with no end of word): the
+    prompt "!!a red triangle" the ids spell tokenizes to other ids. Trainable, so the loop runs."""
+
+    def __init__(self, allowed, words, seed):
+        self.word = words[0]
+
+    def init(self, cases, k):
+        return torch.zeros(len(cases), k, 1, device=self.word.device)
+
+    def embed(self, x, gens):
+        leaf = x.clone().requires_grad_(True)
+        return leaf, (1 + leaf) * self.word
+
+    def project(self, x):
+        return x
+
+    def hard(self, x):
+        return torch.zeros(x.shape[0], dtype=torch.long)
+
+
+def test_success_is_checked_and_generated_on_the_retokenized_prompt(tiny_pipe):
+    """As the official code: the hard ids are decoded to text and the text is tokenized again before the
+    success check (and generation). The detector sees the re-tokenised prompt's images, not the ids'."""
+    from eraselab.adversarial import AdversarialSet, conditioning
+    from eraselab.attacks.common import decode, layout_ids, token_ids
+    from eraselab.attacks.prefix import prefix_attack
+    from eraselab.generate import generate_images
+    tok, k = tiny_pipe.tokenizer, 2
+    seen = []
+
+    def detector(images):
+        seen.append(images)
+        return pd.DataFrame({"detected": [True] * len(images)})
+
+    gen = {"steps": 3, "batch_size": 8}
+    run = AttackInputs(prompts=ROWS, reference=inputs().reference, detector=detector, generation=gen)
+    params = {**FAST, "vocabulary": "all", "skip_successful": False}
+    adv, record = prefix_attack(tiny_pipe, run, params, 0, "test", SubwordPrefix)
+    raw = torch.tensor([layout_ids(tok, [0] * k + token_ids(tok, p)) for p in ROWS.prompt])
+    texts = [decode(tok, r) for r in raw]
+    again = prompt_ids(tok, texts)
+    assert texts[0] == "!!a red triangle" and not torch.equal(again, raw)          # not a round trip
+    assert adv.prompts == texts and torch.equal(adv.input_ids, again)
+    assert all(r["attack_success"] and r["steps"] == FAST["iterations"] for r in record["rows"])
+
+    def images(ids):
+        return generate_images(tiny_pipe, None, ROWS.evaluation_seed.tolist(), ROWS.evaluation_guidance.tolist(),
+                               gen["steps"], gen["batch_size"], prompt_embeds=conditioning(tiny_pipe, AdversarialSet(ids, [])))
+    checked, from_text, from_ids = seen[0].astype(int), images(again).astype(int), images(raw).astype(int)
+    assert len(seen) == 1 and np.abs(checked - from_text).max() <= 1
+    assert np.abs(checked - from_ids).mean() > 10 * max(np.abs(checked - from_text).mean(), 0.01)

@@ -286,6 +286,24 @@ def _scoring_errors(cfg: dict) -> list[str]:
     return problems
 
 
+def _attack_detector_errors(cfg: dict, schema: dict) -> list[str]:
+    """An attack's detector keys, merged over each target's detector of that kind, must make a valid detector."""
+    problems = []
+    for name in sorted(set(cfg["run"].get("attacks", [])) - {NONE}):
+        for kind, keys in cfg["attacks"][name].get("detector", {}).items():
+            if "kind" in keys:
+                problems.append(f"attacks.{name}.detector.{kind}.kind: an attack cannot change the detector's kind")
+                continue
+            for target in cfg["run"]["targets"]:
+                det = cfg["concepts"][target]["detector"]
+                if det["kind"] == kind:
+                    _, p = _algorithm_errors(f"attacks.{name}.detector (over concepts.{target}",
+                                             {"detector)": {**det, **keys}}, "kind", schema["$defs"]["detectors"],
+                                             schema)
+                    problems += p
+    return problems
+
+
 def _attack_file_errors(cfg: dict, root: Path) -> list[str]:
     """Files the run's attacks read: Ring-A-Bell's paired prompts, one CSV per target."""
     problems = []
@@ -348,7 +366,7 @@ def validate(config: dict, root: str | Path = ".", schema: dict | None = None) -
     problems += _resolve_detector_models(cfg)
     problems += _reference_errors(cfg)
     if not problems:
-        problems += _scoring_errors(cfg)
+        problems += _scoring_errors(cfg) + _attack_detector_errors(cfg, schema)
     if not problems:
         problems += _file_errors(cfg, root)
     if problems:

@@ -506,13 +506,20 @@ def shared_attack_inputs(cfg: dict, model: str, target: str, attack: str) -> dic
     return _attack_inputs(cfg, model, target, attack, None)
 
 
+def attack_detector(cfg: dict, attack: str, target: str) -> dict:
+    """The detector an attack checks its successes with: the target's, with the attack's keys for its kind."""
+    detector = cfg["concepts"][target]["detector"]
+    return {**detector, **cfg["attacks"][attack].get("detector", {}).get(detector["kind"], {})}
+
+
 def _attack_spec(cfg: dict, model: str, target: str, seed: str, attack: str, variant: str) -> dict:
     params = cfg["attacks"][attack]
     gen = cfg["generation"]
     # rows come from the generation settings; the rest of them matter only to attacks that generate
     generation = gen if "detector" in NEEDS[params["algorithm"]] else \
         {k: gen[k] for k in ("max_prompts", "guidance", "scheduler")}
-    return {"attack_name": attack, "attack": params, "concept": concept_spec(cfg, target),
+    concept = {**concept_spec(cfg, target), "detector": attack_detector(cfg, attack, target)}
+    return {"attack_name": attack, "attack": params, "concept": concept,
             "prompts": cfg["concepts"][target]["prompts"], "generation": generation, "seed": int(seed),
             "dtype": cfg["models"][model]["dtype"], "model": model, "variant": variant}
 

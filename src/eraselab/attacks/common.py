@@ -146,6 +146,16 @@ def prompt_ids(tokenizer, prompts: list[str]) -> torch.Tensor:
                      return_tensors="pt").input_ids
 
 
+def retokenize(tokenizer, ids: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    """Discrete prompts as the official attacks hand them on: decoded to text, and the text tokenized again.
+
+    Ids that do not survive the round trip (a sub-word token with no word after it, bytes that are
+    not text) become the text's own ids, so what is checked and generated is the prompt a user
+    would type."""
+    texts = [decode(tokenizer, r) for r in ids]
+    return prompt_ids(tokenizer, texts), texts
+
+
 @torch.no_grad()
 def reference_latents(pipe, images: np.ndarray, batch_size: int = 64) -> torch.Tensor:
     """x0 for the diffusion loss: the VAE's latent (posterior mean, scaled) of uint8 images."""

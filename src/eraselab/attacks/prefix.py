@@ -5,9 +5,11 @@ fixed schedule are visited in ascending order (t = 10, 30, ..., 990 for 50),
 ``iterations`` Adam steps each (L2 weight decay, as in the official code), on a
 loss that compares the erased UNet's noise prediction for the adversarial
 prompt, at the base model's image of that prompt noised to x_t, with a target.
-After each timestep the tokens are made hard, the prompt is generated with its
+After each timestep the tokens are made hard, decoded to text and the text
+tokenized again (as the official code does), the prompt is generated with its
 row's seed and guidance, and the attack stops for that prompt as soon as the
-concept's detector finds the concept. Prompts whose plain generation already
+detector finds the concept (the concept's detector, with the attack's
+``detector`` keys for its kind: the attack protocol's settings). Prompts whose plain generation already
 shows it are not attacked (they count as pre-attack successes).
 
 What differs between attacks is how the k tokens are parametrised (``Tokens``)
@@ -27,8 +29,8 @@ import torch
 from ..checkpoint import Checkpointer
 from ..runtime import check_finite
 from ..adversarial import AdversarialSet, conditioning, encode
-from .common import (AttackInputs, decode, detected, generator, layout_ids, noised, prompt_ids, reference_latents,
-                     token_ids, vocabulary)
+from .common import (AttackInputs, detected, generator, layout_ids, noised, prompt_ids, reference_latents,
+                     retokenize, token_ids, vocabulary)
 
 
 def timestep_schedule(n: int, total: int = 1000) -> list[int]:
@@ -119,7 +121,7 @@ def prefix_attack(pipe, inputs: AttackInputs, params: dict, seed: int, name: str
         return layout_ids(tok, allowed[tokens_.hard(batch.x[j])].tolist() + prompt_tokens[batch.rows[j]])
 
     def check(idx: list[int], ids: torch.Tensor) -> np.ndarray:
-        embeds = conditioning(pipe, AdversarialSet(ids, []))
+        embeds = conditioning(pipe, AdversarialSet(retokenize(tok, ids)[0], []))
         return detected(pipe, embeds, rows.iloc[idx], inputs.detector, inputs.generation)
 
     state = ckpt.load() if ckpt is not None else None
@@ -203,5 +205,5 @@ def prefix_attack(pipe, inputs: AttackInputs, params: dict, seed: int, name: str
                 "attack_success": bool(pre[i]) or results.get(i, {}).get("success", False),
                 "steps": results.get(i, {}).get("steps", 0), "seconds": results.get(i, {}).get("seconds", 0.0),
                 "loss_curve": results.get(i, {}).get("losses", [])} for i in range(n)]
-    return (AdversarialSet(ids, [decode(tok, r) for r in ids]),
+    return (AdversarialSet(*retokenize(tok, ids)),
             {"timesteps": ts, "vocabulary_size": len(allowed), "rows": per_row})

@@ -10,7 +10,8 @@
    children) and every individual but the best is mutated with probability
    ``mutation`` (one random position set to a random token). Keeping the best
    individual unmutated makes the best objective never rise (the official
-   notebook may also mutate it).
+   notebook may also mutate it). As in the notebook, the best tokens are
+   decoded to a text prompt, and generation uses that text, tokenized again.
    ``mode: embedding`` (the cheap variant of RECE's code): no search, T itself
    is fed to the pipeline as ``prompt_embeds``.
 
@@ -26,7 +27,7 @@ import torch
 
 from ..checkpoint import Checkpointer
 from ..adversarial import AdversarialSet, encode
-from .common import AttackInputs, decode, layout_ids, numpy_rng, prompt_ids, vocabulary
+from .common import AttackInputs, layout_ids, numpy_rng, prompt_ids, retokenize, vocabulary
 
 
 @torch.no_grad()
@@ -138,7 +139,8 @@ def ringabell(pipe, inputs: AttackInputs, params: dict, seed: int, progress=None
         if progress is not None:
             progress.update(1)
             progress.set_postfix(objective=f"{np.mean([s.best[-1] for s in searches]):.3g}")
-    ids = torch.tensor([layout_ids(tok, allowed[s.pop[0]].tolist()) for s in searches])
+    found = [allowed[s.pop[0]].tolist() for s in searches]
     record["rows"] = [{"case_number": c, "objective_start": s.best[0], "objective": s.best[-1],
-                       "objective_curve": s.best} for c, s in zip(cases, searches)]
-    return AdversarialSet(ids, [decode(tok, r) for r in ids]), record
+                       "objective_curve": s.best, "search_ids": f} for c, s, f in zip(cases, searches, found)]
+    # the notebook hands on tokenizer.decode(best tokens): the text, not the ids, is the attack
+    return AdversarialSet(*retokenize(tok, torch.tensor([layout_ids(tok, f) for f in found]))), record

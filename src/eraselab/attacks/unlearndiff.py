@@ -10,7 +10,8 @@ loss on the *base* model's image x0 for that prompt:
     x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps,   L = || eps - eps_erased(x_t, c_adv, t) ||^2
 
 Hard tokens are the argmax of each distribution. The schedule, early stopping
-and batching are the prefix-attack loop's (``prefix.py``).
+(on the decoded and re-tokenised prompt, with the attack protocol's detector
+settings) and batching are the prefix-attack loop's (``prefix.py``).
 """
 from __future__ import annotations
 

@@ -11,8 +11,9 @@ A *neuron* is one channel of a hooked activation in a transformer block of the U
 the mean |activation| of each channel (over tokens and images) and the squared
 column norms of the L2-normalised token rows (the Wanda statistic pruning uses).
 ``record`` runs classifier-free-guided DDIM from each row's own seed and records
-only the conditional UNet pass, at the first ``record_steps`` steps (each model
-on its own trajectory, as in generation).
+the conditional UNet pass (and, with ``unconditional``, the unconditional one
+too, as ConceptPrune's hook sees the whole guidance batch), at the first
+``record_steps`` steps (each model on its own trajectory, as in generation).
 """
 from __future__ import annotations
 
@@ -75,6 +76,15 @@ class Recorder:
             store[key] = store[key] + value if key in store else value
         self.rows[key] = self.rows.get(key, 0) + x.shape[0]
 
+    @contextlib.contextmanager
+    def at(self, step: int | None):
+        """Record what runs inside under ``step`` (None: nothing), then pause."""
+        self.step = step
+        try:
+            yield
+        finally:
+            self.step = None
+
     def steps(self) -> list[int]:
         return sorted({s for _, s in self.rows})
 
@@ -99,8 +109,9 @@ def recording(unet, sites: Sequence[str] = (), points=None):
 
 @torch.no_grad()
 def record(pipe, recorder: Recorder, cond: torch.Tensor, seeds: Sequence[int], guidances: Sequence[float],
-           steps: int, record_steps: int | None, batch_size: int) -> None:
-    """Guided DDIM from each row's seed (row i conditioned on cond[i]); record the conditional pass.
+           steps: int, record_steps: int | None, batch_size: int, unconditional: bool = False) -> None:
+    """Guided DDIM from each row's seed (row i conditioned on cond[i]); record the conditional pass,
+    and the unconditional one too when ``unconditional``.
 
     Only the first ``record_steps`` denoising steps are run (all ``steps`` when None).
     """
@@ -117,12 +128,10 @@ def record(pipe, recorder: Recorder, cond: torch.Tensor, seeds: Sequence[int], g
         c = cond[rows.start:rows.stop].to(pipe.device, pipe.unet.dtype)
         g = torch.tensor([float(guidances[i]) for i in rows], device=pipe.device).view(-1, 1, 1, 1)
         for k, t in enumerate(sched.timesteps[:n_run]):
-            e_u = pipe.unet(x, t, uncond.expand(len(rows), -1, -1)).sample
-            recorder.step = k
-            try:
+            with recorder.at(k if unconditional else None):
+                e_u = pipe.unet(x, t, uncond.expand(len(rows), -1, -1)).sample
+            with recorder.at(k):
                 e_c = pipe.unet(x, t, c).sample
-            finally:
-                recorder.step = None
             x = sched.step(e_u + g * (e_c - e_u), t, x).prev_sample
 
 

@@ -6,7 +6,8 @@ negatively guided target from a frozen copy:
     eps_theta(x_t, c, t)  <-  eps*(x_t, c_from, t) - eta * (eps*(x_t, c, t) - eps*(x_t, "", t))
 
 with c_from = "" in plain ESD (the target is then eps*("") - eta * guidance), or
-another prompt in the erase-from variant (then the UNet is trained on c_from).
+another prompt in the erase-from variant (then the UNet is trained on c_from, and
+x_t is drawn along c_from, as in the official diffusers code).
 Which parameters are trained decides the flavour: ESD-x (cross-attention),
 ESD-u (everything else), ESD-x-strict. Sampling of x_t, the training loop,
 checkpoints and masks are shared with All-but-One (``finetune.py``).
@@ -47,4 +48,5 @@ def esd(pipe, concept: Concept, params: dict, seed: int, progress=None,
         return nn.functional.mse_loss(pred, targets[0])
 
     return finetune(pipe, frozen, Objective("ESD", teacher, loss), conds, uncond, p, seed,
-                    progress=progress, ckpt=ckpt, masks=masks)
+                    progress=progress, ckpt=ckpt, masks=masks,
+                    sample_conds=None if cond_from is None else [cond_from] * len(conds))

@@ -7,8 +7,8 @@ holds those two functions; ``finetune`` does everything else:
 - selects the trained parameters (``train``: xattn, noxattn, ...) and freezes the rest;
 - draws x_t (``sampling``):
   - ``ddim`` (ESD's paper code): partial DDIM from fresh noise, guided by the
-    erase prompt at ``start_guidance``, with the model being fine-tuned, to a
-    random step t_enc; the UNet is then queried at a DDPM timestep drawn from
+    erase prompt (or the prompt given to sample along) at ``start_guidance``,
+    with the model being fine-tuned, to a random step t_enc; the UNet is then queried at a DDPM timestep drawn from
     the bin of t_enc (the CompVis script's mapping, reproduced as is);
   - ``frozen`` (fast): ``cache_trajectories`` DDIM trajectories of the frozen
     model per erase prompt are computed once, with the teacher's targets at
@@ -109,8 +109,10 @@ def frozen_copy(unet: torch.nn.Module) -> torch.nn.Module:
 
 def finetune(pipe, frozen, objective: Objective, conds: list[torch.Tensor], uncond: torch.Tensor, p: dict,
              seed: int, progress=None, ckpt: Checkpointer | None = None,
-             masks: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
-    """Fine-tune pipe.unet in place toward ``objective``; x_t is drawn along the erase prompts ``conds``.
+             masks: dict[str, torch.Tensor] | None = None,
+             sample_conds: list[torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Fine-tune pipe.unet in place toward ``objective``; x_t is drawn along the erase prompts ``conds``
+    (or, for erase prompt i, along ``sample_conds[i]`` when given: ESD's erase-from variant).
 
     One erase prompt is drawn per iteration. ``frozen`` is the teacher UNet
     (``frozen_copy``), used to draw cached trajectories. Returns the trained
@@ -126,7 +128,8 @@ def finetune(pipe, frozen, objective: Objective, conds: list[torch.Tensor], unco
     unet.train()
 
     sched = ddim_scheduler(pipe, p["ddim_steps"])
-    cache = (FrozenTrajectories(pipe, frozen, sched, conds, uncond, objective.teacher, p, seed)
+    along = conds if sample_conds is None else sample_conds
+    cache = (FrozenTrajectories(pipe, frozen, sched, along, uncond, objective.teacher, p, seed)
              if p["sampling"] == "frozen" else None)
 
     start, losses, drawn = 0, [], []
@@ -147,7 +150,7 @@ def finetune(pipe, frozen, objective: Objective, conds: list[torch.Tensor], unco
             t_enc = int(torch.randint(n_ddim, (1,), generator=g))
             x = torch.randn(latent_shape(pipe, b), generator=g).to(pipe.device) * sched.init_noise_sigma
             unet.eval()
-            x_t = denoise(unet, sched, x, conds[which], uncond, p["start_guidance"], min(n_ddim, n_ddim + 1 - t_enc))
+            x_t = denoise(unet, sched, x, along[which], uncond, p["start_guidance"], min(n_ddim, n_ddim + 1 - t_enc))
             unet.train()
             lo, hi = round(t_enc / n_ddim * t_max), round((t_enc + 1) / n_ddim * t_max)
             t = torch.randint(lo, hi, (b,), generator=g).to(pipe.device)

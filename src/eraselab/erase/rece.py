@@ -7,13 +7,15 @@ Starts from a UCE edit (``uce``: its own UCE parameters), then for ``epochs`` ep
     with ``regular_scale``): the embedding that regenerates the erased concept;
 (b) erases c' with a UCE step on the current projections: all 77 tokens of c' are
     mapped to what the guide's 77 tokens give (``lamb``, ``erase_scale``), with the
-    empty prompt, plus the concept's preserve prompts, kept (``preserve_scale``).
+    ``retain`` set kept (``preserve_scale``): ``unconditional``, the empty prompt
+    once per erase prompt (the official nudity script), or ``preserve``, the empty
+    prompt and the concept's preserve prompts (its artist and object scripts).
 After UCE and after each epoch a validator (when given) generates the concept's
 validation prompt set and its detector scores it; the state with the lowest rate
 is kept (ties: the earlier one), as the official code does.
 
 The paper's per-concept-type settings are presets (``by_type``); an explicit
-``regular_scale`` or ``epochs`` overrides them.
+``regular_scale``, ``epochs`` or ``retain`` overrides them.
 """
 from __future__ import annotations
 
@@ -27,7 +29,8 @@ from .common import Concept
 from .uce import CrossAttentionKV, Encodings, uce_edit, uce_prompts
 from .validation import Validator
 
-PRESET_KEYS = ("regular_scale", "epochs")
+PRESET_KEYS = ("regular_scale", "epochs", "retain")
+RETAIN = ("unconditional", "preserve")
 
 
 def resolve(params: dict, concept_type: str) -> dict:
@@ -43,10 +46,15 @@ def resolve(params: dict, concept_type: str) -> dict:
 
 
 def rece_prompts(concept: Concept) -> list[str]:
-    return list(concept.erase) + concept.guides() + retained(concept)
+    return list(concept.erase) + concept.guides() + [""] + list(concept.preserve)
 
 
-def retained(concept: Concept) -> list[str]:
+def retained(concept: Concept, retain: str) -> list[str]:
+    """The prompts each RECE step keeps (all 77 tokens of each)."""
+    if retain not in RETAIN:
+        raise ValueError(f"RECE: unknown retain {retain!r}; allowed: {', '.join(RETAIN)}")
+    if retain == "unconditional":   # train.py: retain_texts = [' ' for _ in old_texts]
+        return [""] * len(concept.erase)
     return list(dict.fromkeys([""] + list(concept.preserve)))
 
 
@@ -62,7 +70,7 @@ def erase_embeddings(kv: CrossAttentionKV, enc: Encodings, adv: torch.Tensor, co
     """UCE step on the current projections: every token of c' -> the guide's token at its position."""
     d = adv.shape[-1]
     keys, guide = adv.reshape(-1, d), enc(concept.guides()).reshape(-1, d)
-    pres = enc(retained(concept)).reshape(-1, d)
+    pres = enc(retained(concept, p["retain"])).reshape(-1, d)
     kv.edit(keys, guide, edit_operator(keys, pres, p["lamb"], p["erase_scale"], p["preserve_scale"]))
 
 
@@ -82,7 +90,7 @@ def rece(pipe, concept: Concept, params: dict, seed: int, progress=None,
     kv = CrossAttentionKV(pipe, with_gram=p["epochs"] > 0, masks=masks)
     enc = Encodings(pipe, uce_prompts(concept, p["uce"]) + rece_prompts(concept))
     record = {"uce": uce_edit(kv, enc, concept, p["uce"]), "regular_scale": p["regular_scale"],
-              "epochs": p["epochs"], "validation_rates": {}}
+              "epochs": p["epochs"], "retained": retained(concept, p["retain"]), "validation_rates": {}}
 
     def score(label: str) -> float | None:
         rate = validator(pipe) if validator is not None else None

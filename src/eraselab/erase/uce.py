@@ -13,8 +13,9 @@ Which tokens (``tokens``), as in the two official codebases:
 - ``last_subject`` (the current repo): only the last subject token of each erase,
   guide and preserve prompt.
 The last subject token is at index (attention-mask sum - 2). With
-``preserve_unconditional`` the empty prompt joins the preserve set, as the
-paper-era repo always does (it keeps the unconditional branch of guidance intact).
+``preserve_unconditional`` the empty prompt joins the preserve set (it keeps the
+unconditional branch of guidance intact); unset, it follows the token choice's
+repo: the paper-era repo always adds it, the current one does not.
 """
 from __future__ import annotations
 
@@ -64,8 +65,14 @@ def preserve_tokens(enc: Encodings, prompts: list[str], tokens: str) -> torch.Te
     return enc(prompts).reshape(-1, enc.emb[prompts[0]].shape[-1])
 
 
-def preserve_prompts(concept: Concept, unconditional: bool) -> list[str]:
-    return list(dict.fromkeys(([""] if unconditional else []) + list(concept.preserve)))
+def keeps_unconditional(p: dict) -> bool:
+    """``preserve_unconditional``, or when unset (None) the choice of the repo whose tokens are used."""
+    keep = p.get("preserve_unconditional")
+    return p["tokens"] == "subject_to_end" if keep is None else keep
+
+
+def preserve_prompts(concept: Concept, p: dict) -> list[str]:
+    return list(dict.fromkeys(([""] if keeps_unconditional(p) else []) + list(concept.preserve)))
 
 
 class CrossAttentionKV:
@@ -121,13 +128,13 @@ class CrossAttentionKV:
 
 
 def uce_prompts(concept: Concept, p: dict) -> list[str]:
-    return list(concept.erase) + concept.guides() + preserve_prompts(concept, p["preserve_unconditional"])
+    return list(concept.erase) + concept.guides() + preserve_prompts(concept, p)
 
 
 def uce_edit(kv: CrossAttentionKV, enc: Encodings, concept: Concept, p: dict) -> dict:
     """Apply UCE's edit through ``kv``; returns what the edit used (for the record)."""
     keys, guide = erase_tokens(enc, list(concept.erase), concept.guides(), p["tokens"])
-    kept = preserve_prompts(concept, p["preserve_unconditional"])
+    kept = preserve_prompts(concept, p)
     pres = preserve_tokens(enc, kept, p["tokens"])
     s_p = p["preserve_scale"] if p.get("preserve_scale") is not None else max(0.1, 1 / max(1, len(kept)))
     kv.edit(keys, guide, edit_operator(keys, pres, p["lamb"], p["erase_scale"], s_p))

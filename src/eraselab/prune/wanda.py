@@ -2,9 +2,11 @@
 
 For a linear layer W (out x in) with input X, the Wanda score of weight (i, j)
 is S_ij = |W_ij| * ||X_j||_2, X's token rows unit-normalised and its column
-norms accumulated over prompts, separately per denoising step. A weight is
-*skilled* at a step when it is among the top k = ratio * in_features of its
-row by the concept prompts' score, and its concept score exceeds its score on
+norms accumulated over prompts and both halves of the classifier-free-guidance
+batch (ConceptPrune's hook sees the unconditional and the conditional pass),
+separately per denoising step. A weight is *skilled* at a step when it is among
+the top k = int(ratio * in_features) of its row (truncated, as the official
+code; k = 0 selects nothing) by the concept prompts' score, and its concept score exceeds its score on
 the matched neutral prompts. The mask is the union of the skilled weights over
 the first ``timesteps`` denoising steps.
 """
@@ -28,14 +30,14 @@ def skilled(weight: torch.Tensor, norm_concept: torch.Tensor, norm_neutral: torc
     """Weights in their row's top k by concept score that score higher on the concept than on neutral."""
     w = weight.detach().abs().float()
     s_concept, s_neutral = w * norm_concept[None, :], w * norm_neutral[None, :]
-    k = max(1, round(ratio * w.shape[1]))
+    k = int(ratio * w.shape[1])   # the official code truncates
     return top_k_per_row(s_concept, k) & (s_concept > s_neutral)
 
 
 def column_norms(pipe, layers, cond, seeds, guidances, p: dict) -> dict[int, dict[str, torch.Tensor]]:
-    """step -> layer name -> ||X_j||_2 of the layer's input, over the prompts' conditional passes."""
+    """step -> layer name -> ||X_j||_2 of the layer's input, over the prompts' guided passes (both halves)."""
     with Recorder([(n, "input", m) for n, m in layers]) as rec:
-        record(pipe, rec, cond, seeds, guidances, p["steps"], p["timesteps"], p["batch_size"])
+        record(pipe, rec, cond, seeds, guidances, p["steps"], p["timesteps"], p["batch_size"], unconditional=True)
         return {s: rec.column_norms(s) for s in rec.steps()}
 
 
