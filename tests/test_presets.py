@@ -182,3 +182,14 @@ def test_conceptworld_presets_plan_their_grid(tmp_path, preset, erasures):
     """The documented ConceptWorld experiments plan as documented: targets x prunings x methods erasures."""
     jobs = planned(snakemake(workdir(tmp_path), "-n", "--configfile", f"config/{preset}.yaml"))
     assert jobs["erase"] == erasures and jobs["report"] == 1
+
+
+def test_the_conceptworld_protocol_names_numbers_its_run_measures():
+    """config/protocols/conceptworld-attacks.yaml holds docs/results.md's attack numbers as published
+    ones: over the attacks preset at 3 seeds x 40 prompts it validates and the report writes expected.csv."""
+    from eraselab import plan
+    from eraselab.config import load_config
+    cfg = load_config(*[ROOT / "config" / f for f in ("config.yaml", "attacks.yaml", "replicates.yaml",
+                                                      "protocols/conceptworld-attacks.yaml")], root=ROOT)
+    assert len(cfg["expected"]) == 4 and "results/report/expected.csv" in plan.final_outputs(cfg)
+    assert {e["attack"] for e in cfg["expected"]} <= set(cfg["run"]["attacks"])
