@@ -101,7 +101,7 @@ def plain_uce(pipe, concept, p: dict) -> dict[str, torch.Tensor]:
     from eraselab.erase.uce import Encodings, erase_tokens, preserve_prompts, preserve_tokens, uce_prompts
     enc = Encodings(pipe, uce_prompts(concept, p))
     keys, guide = erase_tokens(enc, list(concept.erase), concept.guides(), p["tokens"])
-    kept = preserve_prompts(concept, p["preserve_unconditional"])
+    kept = preserve_prompts(concept, p)
     pres = preserve_tokens(enc, kept, p["tokens"])
     s_p = p["preserve_scale"] if p.get("preserve_scale") is not None else max(0.1, 1 / max(1, len(kept)))
     named = dict(pipe.unet.named_parameters())
