@@ -125,3 +125,14 @@ def test_attack_defaults_and_missing_pairs_file(cfg, root):
     cfg["attacks"]["ringabell"]["pairs"] = "data/prompts/pairs-{concept}.csv"
     message = problems(cfg, root)
     assert "attacks.ringabell.pairs" in message and "pairs-triangle.csv" in message and "prompt_without" in message
+
+
+def test_missing_real_images_is_one_problem_and_only_with_quality(cfg, root):
+    """FID's real images are checked once, when preservation metrics run (quality.prompts set)."""
+    cfg["quality"] = {"prompts": "data/prompts/conceptworld/circle.csv", "fid": {"real_images": "no/such/dir"}}
+    with pytest.raises(ConfigError) as e:
+        validate(cfg, root)
+    assert e.value.problems == [f"quality.fid.real_images: 'no/such/dir' is not a directory ({root / 'no/such/dir'} "
+                                "not found)"]
+    cfg["quality"]["prompts"] = None
+    validate(cfg, root)

@@ -214,9 +214,9 @@ def _file_errors(cfg: dict, root: Path) -> list[str]:
         if path and not unmade and not assets.producer(cfg["assets"], path) and not (root / path).is_file():
             unmade = [f"{key}: {path!r} not found ({root / path})"]
         problems += unmade
-        real = cfg["quality"]["fid"].get("real_images")
-        if real and not (root / real).is_dir():
-            problems.append(f"quality.fid.real_images: {real!r} is not a directory ({root / real} not found)")
+    real = cfg["quality"]["fid"].get("real_images") if cfg.get("quality", {}).get("prompts") else None
+    if real and not (root / real).is_dir():
+        problems.append(f"quality.fid.real_images: {real!r} is not a directory ({root / real} not found)")
     return problems
 
 
