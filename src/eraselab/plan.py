@@ -237,8 +237,6 @@ def expected_outputs(cfg: dict) -> list[str]:
     return [f"{layout.REPORT}/expected.{ext}" for ext in ("csv", "html")] if cfg["expected"] else []
 
 
-
-
 # --- Lineage: what a job depends on upstream -------------------------------------------
 # Timestamps are not a rerun trigger in this workflow (profiles/default: DVC and git reset
 # them). A job's spec holds its own settings; its lineage digests the specs and code of every

@@ -574,7 +574,6 @@ def claims_markdown(df: pd.DataFrame) -> str:
 # --- expected: the published numbers a protocol preset should reproduce -----------------------------
 
 RATE_MEASURES = ("base_rate", "erased_rate", "reduction", "others_mean_rate", "pre_rate", "attack_rate", "asr")
-ATTACK_MEASURES = ("pre_rate", "attack_rate", "asr")
 
 
 def expected_table(replicates: dict, summary: pd.DataFrame, expected: list[dict]) -> pd.DataFrame:
@@ -605,10 +604,10 @@ def expected_table(replicates: dict, summary: pd.DataFrame, expected: list[dict]
 
 
 def expected_value(v: float, measure: str) -> str:
-    if pd.isna(v):
-        return "–"
-    return f"{100 * v:.1f}%" if measure in RATE_MEASURES else f"{v:.1f} pt" if measure.endswith("points") \
-        else f"{v:.3f}"
+    """A measure's number as the claims table prints it (rates in percent); worst drops are already points."""
+    if measure.endswith("points"):
+        return "–" if pd.isna(v) else f"{v:.1f} pt"
+    return claim_value(v, "pt" if measure in RATE_MEASURES else "")
 
 
 def _expected_cells(r) -> dict:
