@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="run on this device (sets ERASELAB_DEVICE); default: CUDA when present")
     ap.add_argument("--gpu-check", action="store_true",
                     help="the GPU check: SD-v1.4 shapes at 512 px, stages " + " ".join(GPU_CHECK)
-                         + ", into bench/results/gpu.md, in under 8 minutes on one GPU (with --smoke: on a CPU, "
+                         + ", into bench/results/gpu.md; sized for 8 minutes on one GPU (with --smoke: on a CPU, "
                            "tiny sizes, to check the script)")
     args = ap.parse_args(argv)
     if args.device:

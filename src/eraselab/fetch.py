@@ -35,8 +35,8 @@ def run(spec: dict, out: str, local: str | None = None) -> None:
     meta = Path(f"{out}-source.json")   # layout.ASSET_SOURCE
     with atomic_paths(out, meta) as (tmp, tmp_meta), tempfile.TemporaryDirectory(dir=Path(out).parent) as scratch:
         got = Path(scratch) / "download"
-        origin = _from_local(spec, local, got) if local else _download(spec, got)
-        if member and sha256(got) != spec["member_sha256"]:   # got the archive: take the member out of it
+        origin, found = _from_local(spec, local, got) if local else _download(spec, got)
+        if member and found != spec["member_sha256"]:   # got the archive: take the member out of it
             _extract(spec, got, tmp)
         else:
             shutil.move(got, tmp)
@@ -47,7 +47,8 @@ def run(spec: dict, out: str, local: str | None = None) -> None:
             indent=2, sort_keys=True) + "\n")
 
 
-def _download(spec: dict, dest: Path) -> str:
+def _download(spec: dict, dest: Path) -> tuple[str, str]:
+    """The URL's bytes into dest, hashed as they arrive; returns (where from, sha256)."""
     name, url = spec["name"], spec["url"]
     h = hashlib.sha256()
     try:
@@ -62,11 +63,12 @@ def _download(spec: dict, dest: Path) -> str:
     if h.hexdigest() != spec["sha256"]:
         raise FetchError(f"asset {name}: {url} does not have the pinned content: expected sha256 {spec['sha256']}, "
                          f"found {h.hexdigest()}; nothing was written")
-    return url
+    return url, h.hexdigest()
 
 
-def _from_local(spec: dict, local: str, dest: Path) -> str:
-    """A local copy of the download (or, for an archive's member, of the member itself)."""
+def _from_local(spec: dict, local: str, dest: Path) -> tuple[str, str]:
+    """A local copy of the download (or, for an archive's member, of the member itself); returns
+    (where from, sha256)."""
     name = spec["name"]
     if not Path(local).is_file():
         raise FetchError(f"asset {name}: local copy {local} not found (assets.{name}.local)")
@@ -76,7 +78,7 @@ def _from_local(spec: dict, local: str, dest: Path) -> str:
         raise FetchError(f"asset {name}: local copy {local} is not the pinned file ({spec['url']}): expected sha256 "
                          f"{' or '.join(allowed)}, found {found}")
     shutil.copyfile(local, dest)
-    return local
+    return local, found
 
 
 def _extract(spec: dict, archive: Path, dest: Path) -> None:
