@@ -61,6 +61,7 @@ BAD = [
     ("run.methods", ["esd-z"], ["run.methods", "'esd-z'", "'esd-x'"]),
     ("run.models", ["sd99"], ["run.models", "'sd99'", "'conceptworld'"]),
     ("run.preserve", ["triangle"], ["run.preserve", "triangle", "also in run.targets"]),
+    ("run.pruned_methods", ["esd-x", "uce"], ["run.pruned_methods", "'uce' not in run.methods", "'esd-u'"]),
     ("run.attacks", ["p5d"], ["run.attacks", "'p5d'", "'none'", "'unlearndiff'"]),
     ("attacks.unlearndiff.prefix_tokens", 0, ["attacks.unlearndiff.prefix_tokens", "0", "minimum"]),
     ("attacks.unlearndiff.vocabulary", "emoji", ["attacks.unlearndiff.vocabulary", "'emoji'", "'words'", "'all'"]),

@@ -214,6 +214,51 @@ def test_claims_are_paired_comparisons_with_verdicts(attacked):
     assert reversed_.query("measure == 'target rate'").verdict.item() == "refuted"
 
 
+def test_robust_baselines_are_compared_with_esd_and_with_pruned_erasure(tmp_path):
+    """Under one attack: ESD-x lets 16 of 20 prompts through, AdvUnlearn 3, P-ESD then ESD-x 12.
+    AdvUnlearn against ESD-x: -65 points, reproduced; pruning then ESD-x against AdvUnlearn: +45 points,
+    refuted (the baseline is the more robust). Pairs come from plan.comparisons' keys, a_prune/b_prune
+    included: the pruned ESD-x is paired with the unpruned AdvUnlearn, not with a pruned one."""
+    variants = {"none/esd-x": (6, 16), "none/advunlearn": (1, 3), "pesd/esd-x": (4, 12)}
+    entries = [write_variant(tmp_path, "base", BASE)]
+    attacks = []
+    for v, (pre, attacked) in variants.items():
+        entries.append(write_variant(tmp_path, f"triangle/seed0/{v}", erased(triangle=hits(pre))))
+        attacks.append(write_attack(tmp_path, f"triangle/seed0/{v}", "unlearndiff", hits(pre), hits(attacked)))
+    det = per_prompt(entries)
+    evidence = Evidence(det)
+    _, reps = summarise(det, evidence)
+    summarise_attacks(tidy_attacks(attacks, tidy_rates(entries)), attack_prompts(attacks), evidence, reps)
+    table = claims(reps, [{"claim": "robust-vs-esd", "a": "advunlearn", "b": "esd-x"},
+                          {"claim": "pruned-vs-robust", "a": "esd-x", "a_prune": "pesd", "b": "advunlearn",
+                           "b_prune": "none"}])
+    got = {r.claim: r for r in table.itertuples() if r.claim != "The attack revives the erased concept"}
+    robust = got["The robust baseline is more robust than ESD"]
+    assert (robust.a, robust.b, robust.prune) == ("advunlearn", "esd-x", "none")
+    assert robust.effect == pytest.approx(0.15 - 0.8) and robust.verdict == "reproduced"
+    pruned = got["Pruning then erasing is more robust than the robust baseline"]
+    assert (pruned.a, pruned.b, pruned.prune) == ("esd-x +pesd", "advunlearn", "pesd")
+    assert pruned.effect == pytest.approx(0.6 - 0.15) and pruned.effect_low > 0 and pruned.verdict == "refuted"
+    # the pruned-vs-unpruned claim the report finds itself is still there, once
+    assert (table.claim == "Pruning before erasure makes it more robust").sum() == 1
+
+
+def test_plan_pairs_robust_baselines_with_esd_and_pruned_methods_with_them():
+    from pathlib import Path
+
+    from eraselab import plan
+    from eraselab.config import load_config
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "config/config.yaml", root / "config/pruning.yaml", root=root)
+    cfg["methods"]["advunlearn"] = {"algorithm": "advunlearn"}
+    cfg["run"] |= {"methods": ["esd-x", "prune-only", "advunlearn"], "prunings": ["none", "pesd"],
+                   "pruned_methods": ["esd-x", "prune-only"]}
+    got = sorted(tuple(sorted(c.items())) for c in plan.comparisons(cfg))
+    assert got == [(("a", "advunlearn"), ("b", "esd-x"), ("claim", "robust-vs-esd")),
+                   (("a", "esd-x"), ("a_prune", "pesd"), ("b", "advunlearn"), ("b_prune", "none"),
+                    ("claim", "pruned-vs-robust"))]
+
+
 def test_the_methods_preset_tests_rece_against_its_own_uce_and_all_but_one_against_esd_x():
     """plan.comparisons pairs RECE with the UCE whose settings it starts from (not the paper-era UCE),
     and All-but-One with the ESD trained on the same parameters (cross-attention: ESD-x, not ESD-x-strict)."""

@@ -126,7 +126,7 @@ def _reference_errors(cfg: dict) -> list[str]:
             ("run.prunings", "prunings", (NONE,)), ("run.attacks", "attacks", (NONE,))]
     for key, section, extra in refs:
         known = [*extra, *cfg.get(section, {})]
-        for value in cfg["run"].get(key.split(".")[1], []):
+        for value in cfg["run"].get(key.split(".")[1]) or []:
             if value not in known:
                 problems.append(f"{key}: {value!r} is not defined; allowed values: {', '.join(map(repr, known)) or '(none defined)'}")
     import re
@@ -144,6 +144,10 @@ def _reference_errors(cfg: dict) -> list[str]:
     if guided and not cfg.get("attribution", {}).get("pairs"):
         problems.append(f"attribution.pairs: required by attribution-guided pruning {', '.join(map(repr, guided))} "
                         f"(the base model's table compares concept prompts with matched neutral prompts)")
+    stray = [m for m in cfg["run"].get("pruned_methods") or [] if m not in cfg["run"]["methods"]]
+    if stray:
+        problems.append(f"run.pruned_methods: {', '.join(map(repr, stray))} not in run.methods; allowed values: "
+                        f"{', '.join(map(repr, cfg['run']['methods']))}")
     problems += _expected_errors(cfg)
     overlap = set(cfg["run"]["targets"]) & set(cfg["run"].get("preserve", []))
     if overlap:

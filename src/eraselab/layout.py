@@ -63,8 +63,15 @@ def grid(run: dict) -> list[tuple[str, str]]:
     """Every (model, variant) the run evaluates, base models first; an erased model's seeds side by side."""
     out = [(m, BASE) for m in run["models"]]
     out += [(m, variant(t, s, p, e)) for m, t, p, e, s in itertools.product(
-        run["models"], run["targets"], run["prunings"], run["methods"], run["seeds"])]
+        run["models"], run["targets"], run["prunings"], run["methods"], run["seeds"]) if erased_on(run, p, e)]
     return out
+
+
+def erased_on(run: dict, prune: str, method: str) -> bool:
+    """Does the grid erase with ``method`` on pruning ``prune``? Every method on the unpruned model; on a
+    pruned one, the methods of run.pruned_methods (all when it is null)."""
+    chosen = run.get("pruned_methods")
+    return prune == NONE or chosen is None or method in chosen
 
 
 def prompt_sets(run: dict) -> list[str]:

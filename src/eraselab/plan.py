@@ -190,13 +190,27 @@ def report_spec(cfg: dict) -> dict:
     return spec
 
 
+# Erasers built to withstand attacks (adversarial training, saliency-masked relabelling): the run tests
+# them against ESD, and the pruned erasers against them.
+ROBUST_METHODS = {"advunlearn", "salun"}
+
+
 def comparisons(cfg: dict) -> list[dict]:
-    """The published orderings this run's methods can test, as pairs of methods (the report's claims):
-    RECE against the UCE it starts from (when the run holds that UCE), and All-but-One against ESD
-    trained on the same parameters. Attack-vs-pre-attack and pruned-vs-unpruned claims need no
-    config: the report finds them in its tables."""
-    methods = {m: cfg["methods"][m] for m in cfg["run"]["methods"]}
-    out = []
+    """The orderings this run's methods can test, as pairs of methods (the report's claims):
+    RECE against the UCE it starts from (when the run holds that UCE), All-but-One against ESD
+    trained on the same parameters, each robust baseline (AdvUnlearn, SalUn) against each ESD, and
+    each pruned erasure against each robust baseline (``a_prune``/``b_prune``: the pair's prunings;
+    absent, both sides share one). Attack-vs-pre-attack and pruned-vs-unpruned claims need no config:
+    the report finds them in its tables."""
+    run = cfg["run"]
+    methods = {m: cfg["methods"][m] for m in run["methods"]}
+    robust = [m for m, c in methods.items() if c["algorithm"] in ROBUST_METHODS]
+    out = [{"claim": "robust-vs-esd", "a": r, "b": e} for r in robust
+           for e, ec in methods.items() if ec["algorithm"] == "esd"]
+    out += [{"claim": "pruned-vs-robust", "a": m, "a_prune": p, "b": r, "b_prune": layout.NONE}
+            for p in run.get("prunings", []) if p != layout.NONE for m in methods
+            if layout.erased_on(run, p, m) and methods[m]["algorithm"] not in ("identity", *ROBUST_METHODS)
+            for r in robust]
     for r, rc in methods.items():
         if rc["algorithm"] == "rece":
             out += [{"claim": "rece-vs-uce", "a": r, "b": u} for u, uc in methods.items()

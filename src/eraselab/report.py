@@ -478,14 +478,22 @@ def summarise_attacks(by_seed: pd.DataFrame, prompts: pd.DataFrame, evidence: Ev
 
 # --- claims: the published orderings the run can test, compared paired ------------------------------
 
+# Orderings of attack success between two erased models (A's ASR lower than B's, under every attack both
+# faced): the robust baselines' published one against ESD (the UnlearnDiff benchmark), and the question
+# the robust baselines put to the pruning paper's claim.
+ROBUSTNESS_CLAIMS = {"robust-vs-esd": "The robust baseline is more robust than ESD",
+                     "pruned-vs-robust": "Pruning then erasing is more robust than the robust baseline"}
+
+
 def claims(replicates: dict, comparisons: list[dict]) -> pd.DataFrame:
     """One row per published ordering the run can test: its effect (A - B), the 95% interval of the
     paired difference (both from the same bootstrap draws) and a verdict (eraselab.stats.verdict).
 
     comparisons (plan.comparisons): method pairs from the config: RECE against the UCE it starts from
     (target rate, and ASR under each attack: RECE's paper reports both lower), All-but-One against ESD on
-    the same parameters (pixel distance of the other concepts' images: its paper's layout preservation).
-    Found in the tables: every attack against the pre-attack rate (it revives the concept: ASR higher),
+    the same parameters (pixel distance of the other concepts' images: its paper's layout preservation),
+    robust baselines against ESD and pruned erasures against robust baselines (ASR under each attack,
+    ``ROBUSTNESS_CLAIMS``). Found in the tables: every attack against the pre-attack rate (it revives the concept: ASR higher),
     every pruned erased model against the same method unpruned (pruning makes erasure robust: ASR lower).
     """
     rows = []
@@ -504,8 +512,8 @@ def claims(replicates: dict, comparisons: list[dict]) -> pd.DataFrame:
 
     for c in comparisons:
         for key, ra in replicates.items():
-            other = (*key[:3], c["b"])
-            if key[3] != c["a"] or other not in replicates:
+            other = (*key[:2], c.get("b_prune", key[2]), c["b"])
+            if key[3] != c["a"] or key[2] != c.get("a_prune", key[2]) or other not in replicates:
                 continue
             rb = replicates[other]
             if c["claim"] == "rece-vs-uce":
@@ -515,6 +523,12 @@ def claims(replicates: dict, comparisons: list[dict]) -> pd.DataFrame:
                     if f"asr:{attack}" in rb:
                         add("RECE is more robust than the UCE it starts from", key, c["a"], c["b"],
                             f"ASR under {attack}", ra[f"asr:{attack}"], rb[f"asr:{attack}"], "lower")
+            if c["claim"] in ROBUSTNESS_CLAIMS:
+                a = c["a"] if "a_prune" not in c else f"{c['a']} +{c['a_prune']}"
+                for attack in attacks(ra):
+                    if f"asr:{attack}" in rb:
+                        add(ROBUSTNESS_CLAIMS[c["claim"]], key, a, c["b"], f"ASR under {attack}",
+                            ra[f"asr:{attack}"], rb[f"asr:{attack}"], "lower")
             if c["claim"] == "all-but-one-vs-esd" and "others_pixel_distance" in ra:
                 add("All-but-One moves the other concepts' images less than ESD", key, c["a"], c["b"],
                     "pixel distance of the others", ra["others_pixel_distance"], rb["others_pixel_distance"], "lower")
