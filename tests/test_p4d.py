@@ -180,9 +180,9 @@ def test_bad_p4d_settings_are_rejected_with_the_key(tmp_path):
 def test_p4d_raises_a_weakly_erased_conceptworld_models_rate(conceptworld_dir):
     """The triangle erased weakly by ESD-x (config settings, 150 of 600 iterations; tests/test_outcomes.py's
     `weakly_erased`): 30% of the first 20 prompts still show it. P4D (3 prefix tokens, 3 timesteps x 10
-    steps, against the paper's 50 x 40) brings it back: the ASR is at least 20 points above the
-    pre-attack rate (measured: MEASURED). With the attack replaced by the plain prompts the ASR is the
-    pre-attack rate and this fails."""
+    steps, against the paper's 50 x 40) brings it back: the ASR is at least 30 points above the
+    pre-attack rate (measured: 85% against 30%; 10 s of attack on 2 shared cores). With the attack
+    replaced by the plain prompts the ASR is the pre-attack rate (measured: 30%) and this fails."""
     from eraselab import api
     from eraselab.adversarial import conditioning
     from eraselab.attacks.stage import load_with_base
@@ -217,4 +217,4 @@ def test_p4d_raises_a_weakly_erased_conceptworld_models_rate(conceptworld_dir):
     _, attacked = detections(pipe, conditioning(pipe, adv))
     r = attack_rates(pre, attacked)
     assert r["pre_rate"] <= 0.5, r
-    assert r["asr"] >= r["pre_rate"] + 0.2, r
+    assert r["asr"] >= r["pre_rate"] + 0.3, r
