@@ -362,11 +362,58 @@ def bench_unlearndiff(ctx: Context) -> tuple[list[Row], dict]:
     return rows, {}
 
 
+# --- P4D -----------------------------------------------------------------------------------------
+
+P4D_CONCEPTWORLD = {"prefix_tokens": 3, "timesteps": 10, "iterations": 10, "batch_size": 40}   # until config.yaml has one
+
+
+def bench_p4d(ctx: Context) -> tuple[list[Row], dict]:
+    """P4D's seconds per prompt: UnlearnDiff's loop plus a base-UNet forward per step (the target)."""
+    import copy
+    from eraselab.attacks.common import AttackInputs
+    from eraselab.attacks.p4d import p4d
+    from eraselab.generate import generate_images, set_scheduler
+    rows = []
+    for model in ctx.models:
+        pipe = load(model, ctx.sd14_size)
+        set_scheduler(pipe, "ddim")
+        if model == "conceptworld":
+            n = 8
+            import yaml
+            attacks = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["attacks"]
+            cfg = {k: v for k, v in attacks.get("p4d", P4D_CONCEPTWORLD).items() if k != "algorithm"}
+        else:
+            n = 2
+            cfg = {"prefix_tokens": 5, "timesteps": 1, "iterations": 2 if not ctx.gpu else 40}
+        frame = prompt_frame("triangle", n)
+        reference = generate_images(pipe, frame["prompt"].tolist(), frame["evaluation_seed"].tolist(),
+                                    frame["evaluation_guidance"].tolist(), 25 if model == "conceptworld" else 1, n)
+        # the base UNet: a copy (erased == base changes no timing); no detector: the full schedule
+        inputs = AttackInputs(prompts=frame, reference=reference, base_unet=copy.deepcopy(pipe.unet))
+        measured = compare({
+            "one prompt at a time (baseline)": lambda r: p4d(pipe, inputs, method_params_attack(
+                cfg, batch_size=1, algorithm="p4d"), 0),
+            f"eraselab, batch {n}": lambda r: p4d(pipe, inputs, method_params_attack(cfg, batch_size=n,
+                                                                                     algorithm="p4d"), 0)},
+            1 if model == "sd14" and not ctx.gpu else 2)
+        a, b = (m["results"][0][0].input_ids for m in measured.values())
+        same = bool(torch.equal(a, b))
+        for m in measured.values():
+            m["results"] = None
+        p = method_params_attack(cfg, algorithm="p4d")
+        rows += rows_from("attack: p4d", model, measured, n, "prompt", baseline="one prompt at a time (baseline)",
+                          notes={k: f"{p['prefix_tokens']} tokens, {p['timesteps']} timesteps x {p['iterations']} "
+                                    f"it, no early stop; same tokens: {same}" for k in measured})
+        del pipe, inputs
+    return rows, {}
+
+
 def method_params_attack(cfg: dict, **overrides) -> dict:
     from eraselab.config import fill_defaults, load_schema
     schema = load_schema()
-    sub = {**schema["$defs"]["attacks_algorithms"]["unlearndiff"], "$defs": schema["$defs"]}
-    return fill_defaults({"algorithm": "unlearndiff", **cfg, **overrides}, sub)
+    algorithm = overrides.pop("algorithm", "unlearndiff")
+    sub = {**schema["$defs"]["attacks_algorithms"][algorithm], "$defs": schema["$defs"]}
+    return fill_defaults({"algorithm": algorithm, **cfg, **overrides}, sub)
 
 
 # --- RECE / UCE -----------------------------------------------------------------------------------
@@ -508,5 +555,5 @@ def bench_training(ctx: Context) -> tuple[list[Row], dict]:
 
 
 STAGES = {"esd": bench_esd, "generate": bench_generation, "score": bench_scoring, "unlearndiff": bench_unlearndiff,
-          "rece": bench_rece, "plan": bench_planning, "train": bench_training, "protocol": bench_protocol}
+          "p4d": bench_p4d, "rece": bench_rece, "plan": bench_planning, "train": bench_training, "protocol": bench_protocol}
 GPU_CHECK = ["esd", "generate", "score", "unlearndiff", "protocol"]

@@ -68,7 +68,7 @@ BAD = [
     ("attacks.ringabell.mode", "guess", ["attacks.ringabell.mode", "'guess'", "'prompt'", "'embedding'"]),
     ("attacks.ringabell.pairs", DELETE, ["attacks.ringabell", "pairs", "required"]),
     ("attacks.cce.step", 3, ["attacks.cce", "step", "unknown key", "steps"]),
-    ("attacks.p4d", {"algorithm": "p4d"}, ["attacks.p4d.algorithm", "'p4d'", "'unlearndiff'"]),
+    ("attacks.mma", {"algorithm": "mma"}, ["attacks.mma.algorithm", "'mma'", "'unlearndiff'", "'p4d'"]),
     ("run.colour", 1, ["run.colour", "unknown key"]),
     ("methods.esd-x.lr", "fast", ["methods.esd-x.lr", "'fast'", "expected number"]),
     ("methods.esd-x.lr", 0, ["methods.esd-x.lr", "exclusiveMinimum"]),

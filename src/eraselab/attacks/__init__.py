@@ -9,14 +9,17 @@ so they live here without importing torch (the Snakefile reads them):
   run once per base model and target, reused by every erased variant that left
   the text encoder unchanged;
 - ``NEEDS``: what an attack reads besides the model (the base model's reference
-  images, the concept's detector for early stopping, paired prompts).
+  images, the concept's detector for early stopping, paired prompts, ``base``: the
+  base model's UNet, and its text encoder where the erasure changed it).
 """
 from __future__ import annotations
 
 ATTACKS = {"unlearndiff": "eraselab.attacks.unlearndiff:unlearndiff", "ringabell": "eraselab.attacks.ringabell:ringabell",
-           "concept_inversion": "eraselab.attacks.concept_inversion:concept_inversion"}
-LEVEL = {"unlearndiff": "variant", "ringabell": "text_encoder", "concept_inversion": "variant"}
-NEEDS = {"unlearndiff": {"reference", "detector"}, "ringabell": {"pairs"}, "concept_inversion": {"reference"}}
+           "concept_inversion": "eraselab.attacks.concept_inversion:concept_inversion",
+           "p4d": "eraselab.attacks.p4d:p4d"}
+LEVEL = {"unlearndiff": "variant", "ringabell": "text_encoder", "concept_inversion": "variant", "p4d": "variant"}
+NEEDS = {"unlearndiff": {"reference", "detector"}, "ringabell": {"pairs"}, "concept_inversion": {"reference"},
+         "p4d": {"base", "reference", "detector"}}
 
 
 def attack(algorithm: str):

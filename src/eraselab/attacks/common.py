@@ -23,6 +23,7 @@ class AttackInputs:
     generation: dict | None = None         # steps, batch_size: how success is checked while attacking
     pairs: pd.DataFrame | None = None      # prompt / prompt_without (Ring-A-Bell's concept vector)
     base_unet: torch.nn.Module | None = None  # the unerased UNet (P4D-style attacks)
+    base_text_encoder: torch.nn.Module | None = None  # the unerased text encoder, only where the erasure changed it
 
 
 def generator(*keys: int) -> torch.Generator:

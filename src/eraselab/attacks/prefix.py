@@ -1,6 +1,8 @@
 """Prefix-token attacks on an erased model: the loop UnlearnDiff and P4D share.
 
-For each prompt, k tokens are learned and put before it. The timesteps of a
+For each prompt, k tokens are learned and put before it (or, with ``insert_every``
+K > 0, P4D-K's layout: one learned token before every K prompt tokens, so
+len // K + 1 of them; ``slot_layout``). The timesteps of a
 fixed schedule are visited in ascending order (t = 10, 30, ..., 990 for 50),
 ``iterations`` Adam steps each (L2 weight decay, as in the official code), on a
 loss that compares the erased UNet's noise prediction for the adversarial
@@ -51,15 +53,21 @@ class Tokens(Protocol):
 
 
 class Adam:
-    """torch.optim.Adam's update (L2 weight decay added to the gradient) on the rows still attacking."""
+    """torch.optim.Adam's update (L2 weight decay added to the gradient) on the rows still attacking;
+    ``decoupled``: torch.optim.AdamW's (the weights shrink by lr * weight_decay before the step)."""
 
-    def __init__(self, x: torch.Tensor, lr: float, weight_decay: float, betas=(0.9, 0.999), eps=1e-8):
-        self.lr, self.wd, self.betas, self.eps = lr, weight_decay, betas, eps
+    def __init__(self, x: torch.Tensor, lr: float, weight_decay: float, betas=(0.9, 0.999), eps=1e-8,
+                 decoupled: bool = False):
+        self.lr, self.wd, self.betas, self.eps, self.decoupled = lr, weight_decay, betas, eps, decoupled
         self.m, self.v, self.steps = torch.zeros_like(x), torch.zeros_like(x), 0
 
     def step(self, x: torch.Tensor, grad: torch.Tensor, rows: torch.Tensor) -> None:
         (b1, b2), self.steps = self.betas, self.steps + 1
-        g = grad + self.wd * x[rows]
+        if self.decoupled:
+            x[rows] *= 1 - self.lr * self.wd
+            g = grad
+        else:
+            g = grad + self.wd * x[rows]
         self.m[rows] = b1 * self.m[rows] + (1 - b1) * g
         self.v[rows] = b2 * self.v[rows] + (1 - b2) * g * g
         denom = (self.v[rows] / (1 - b2 ** self.steps)).sqrt() + self.eps
@@ -71,7 +79,7 @@ class _Batch:
 
     def __init__(self, rows: list[int], x: torch.Tensor, p: dict):
         self.rows, self.x = rows, x
-        self.adam = Adam(x, p["lr"], p["weight_decay"])
+        self.adam = Adam(x, p["lr"], p["weight_decay"], decoupled=p.get("optimizer", "adam") == "adamw")
         self.active = torch.ones(len(rows), dtype=torch.bool, device=x.device)
         self.next_t = 0
         self.losses = [[] for _ in rows]
@@ -87,8 +95,40 @@ class _Batch:
         self.adam.m, self.adam.v, self.adam.steps = s["adam"]
 
 
+def slot_layout(prompt: list[int], k: int, every: int, room: int) -> tuple[list[int], int]:
+    """(the prompt's tokens that fit, its number of learned tokens) for ``room`` positions between BOS and EOS.
+
+    every = 0: k learned tokens before the prompt; every = K > 0: one before every K prompt tokens,
+    len // K + 1 of them (P4D-K; k is not used)."""
+    if every == 0:
+        return prompt[:room - k], k
+    n = len(prompt)
+    while n + n // every + 1 > room:
+        n -= 1
+    return prompt[:n], n // every + 1
+
+
+def interleave(slots: list[int], prompt: list[int], every: int) -> list[int]:
+    """The tokens of an adversarial prompt: the learned ones, each followed by its `every` prompt tokens
+    (every = 0: all learned ones, then the prompt)."""
+    if every == 0:
+        return [*slots, *prompt]
+    out = []
+    for j, s in enumerate(slots):
+        out += [s, *prompt[j * every:(j + 1) * every]]
+    return out
+
+
 # loss(pred, noise, rows) -> one value per prompt; rows index the attacked prompt set
 Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def place(embeds: torch.Tensor, learned: torch.Tensor, used: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The prompts' token embeddings (B x 77 x D) with the learned ones (B x k x D) put at their positions."""
+    b, j = used.nonzero(as_tuple=True)
+    out = embeds.clone()
+    out[b, positions[b, j]] = learned[b, j].to(out.dtype)
+    return out
 
 
 def prefix_attack(pipe, inputs: AttackInputs, params: dict, seed: int, name: str,
@@ -99,17 +139,23 @@ def prefix_attack(pipe, inputs: AttackInputs, params: dict, seed: int, name: str
     returns a function (x_t, t, rows, noise) -> the noise prediction to match (default: the noise itself)."""
     p, tok, te, unet = params, pipe.tokenizer, pipe.text_encoder, pipe.unet
     rows = inputs.prompts.reset_index(drop=True)
-    n, k, device = len(rows), p["prefix_tokens"], pipe.device
+    n, every, device = len(rows), p.get("insert_every", 0), pipe.device
     for m in (te, unet, pipe.vae):
         m.requires_grad_(False).eval()
     allowed = vocabulary(tok, p["vocabulary"]).to(device)
     table = te.get_input_embeddings().weight.detach()
     tokens_ = make_tokens(allowed, table[allowed], seed)
-    prompt_tokens = [token_ids(tok, s)[:tok.model_max_length - 2 - k] for s in rows["prompt"]]
-    # ids with placeholder slots for the prefix: the slots' embeddings are replaced, their ids only
-    # need to be ordinary tokens (the text encoder pools at the first EOS)
-    slot_ids = torch.tensor([layout_ids(tok, [int(allowed[0])] * k + t) for t in prompt_tokens], device=device)
+    fits = [slot_layout(token_ids(tok, s), p["prefix_tokens"], every, tok.model_max_length - 2)
+            for s in rows["prompt"]]
+    prompt_tokens, n_slots = [f[0] for f in fits], [f[1] for f in fits]
+    k = max(n_slots)   # parameters per prompt; a prompt with fewer learned tokens leaves the rest unused
+    # ids with placeholder slots for the learned tokens: the slots' embeddings are replaced, their ids
+    # only need to be ordinary tokens (the text encoder pools at the first EOS)
+    slot_ids = torch.tensor([layout_ids(tok, interleave([int(allowed[0])] * m, t, every))
+                             for t, m in zip(prompt_tokens, n_slots)], device=device)
     base_embeds = table[slot_ids]
+    used = torch.arange(k, device=device)[None] < torch.tensor(n_slots, device=device)[:, None]   # n x k
+    positions = (1 + torch.arange(k, device=device) * (every + 1)).expand(n, k)    # after BOS
     x0 = reference_latents(pipe, inputs.reference)
     plain = prompt_ids(tok, rows["prompt"].tolist())
     target = make_target(pipe, plain.to(device)) if make_target else (lambda x_t, t, r, noise: noise)
@@ -118,7 +164,9 @@ def prefix_attack(pipe, inputs: AttackInputs, params: dict, seed: int, name: str
     can_stop = inputs.detector is not None
 
     def hard_ids(batch: _Batch, j: int) -> list[int]:
-        return layout_ids(tok, allowed[tokens_.hard(batch.x[j])].tolist() + prompt_tokens[batch.rows[j]])
+        i = batch.rows[j]
+        return layout_ids(tok, interleave(allowed[tokens_.hard(batch.x[j])].tolist()[:n_slots[i]],
+                                          prompt_tokens[i], every))
 
     def check(idx: list[int], ids: torch.Tensor) -> np.ndarray:
         embeds = conditioning(pipe, AdversarialSet(retokenize(tok, ids)[0], []))
@@ -157,7 +205,7 @@ def prefix_attack(pipe, inputs: AttackInputs, params: dict, seed: int, name: str
                 noise = torch.stack([torch.randn(x0.shape[1:], generator=generator(seed, cases[int(r)], step, 1))
                                      for r in rows_live]).to(device, x0.dtype)
                 leaf, prefix = tokens_.embed(batch.x[live], gens)
-                embeds = torch.cat([base_embeds[rows_live, :1], prefix, base_embeds[rows_live, 1 + k:]], 1)
+                embeds = place(base_embeds[rows_live], prefix, used[rows_live], positions[rows_live])
                 x_t = noised(pipe, x0[rows_live], noise, t)
                 pred = unet(x_t, t, encode(te, slot_ids[rows_live], embeds)).sample
                 with torch.no_grad():
