@@ -554,6 +554,46 @@ def bench_training(ctx: Context) -> tuple[list[Row], dict]:
                    "```json\n" + json.dumps(keep, indent=1, default=str)[:3000] + "\n```"}
 
 
+# --- SalUn ----------------------------------------------------------------------------------------
+
+# The proposed ConceptWorld preset (docs/methods.md, SalUn): 128 + 128 images, 40 steps.
+SALUN_CONCEPTWORLD = dict(images=128, image_steps=25, image_guidance=3.0, image_batch_size=64, lr=1e-3, epochs=5,
+                          batch_size=16)
+
+
+def bench_salun(ctx: Context) -> tuple[list[Row], dict]:
+    """SalUn on ConceptWorld's triangle: the whole erasure, split by its record into image generation,
+    the saliency pass and seconds per training step."""
+    from eraselab.erase.common import Concept
+    from eraselab.erase.salun import salun
+    if "conceptworld" not in ctx.models:
+        return [], {}
+    pipe = load("conceptworld", ctx.sd14_size)
+    original = {n: p.detach().clone() for n, p in pipe.unet.named_parameters()}
+    concept = Concept(name="triangle", type="object", erase=("a triangle",),
+                      preserve=tuple(config_section("concepts", "triangle")["preserve"]))
+    p = method_params("salun", **SALUN_CONCEPTWORLD)
+
+    def run(seed):
+        with torch.no_grad():
+            for n, q in pipe.unet.named_parameters():
+                q.copy_(original[n])
+        return salun(pipe, concept, p, seed)[1]
+
+    measured = compare({"eraselab salun": run}, ctx.esd_seeds)
+    records = measured["eraselab salun"]["results"]
+    timing = {k: float(np.median([r["timing"][k] for r in records])) for k in records[0]["timing"]}
+    for m in measured.values():
+        m["results"] = None
+    note = (f"{p['images']}+{p['images']} images {timing['images_s']:.1f} s, mask {timing['mask_s']:.1f} s, "
+            f"{timing['seconds_per_iteration']:.3f} s/iteration (batch {p['batch_size']}), "
+            f"{records[0]['saliency']['salient']} salient weights")
+    rows = rows_from("erase: salun", "conceptworld", measured, records[0]["iterations"], "iteration",
+                     notes={"eraselab salun": note})
+    return rows, {}
+
+
 STAGES = {"esd": bench_esd, "generate": bench_generation, "score": bench_scoring, "unlearndiff": bench_unlearndiff,
-          "p4d": bench_p4d, "rece": bench_rece, "plan": bench_planning, "train": bench_training, "protocol": bench_protocol}
+          "p4d": bench_p4d, "rece": bench_rece, "salun": bench_salun, "plan": bench_planning, "train": bench_training,
+          "protocol": bench_protocol}
 GPU_CHECK = ["esd", "generate", "score", "unlearndiff", "protocol"]

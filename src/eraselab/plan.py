@@ -466,7 +466,7 @@ def job_code(cfg: dict, rule: str, **w) -> str:
 # encoder, so attacks that read only the text encoder (Ring-A-Bell) are computed once on the base
 # model and shared. An algorithm not listed is assumed to change the text encoder: its variants get
 # their own run (never wrong, only slower). The attack_generate stage checks the delta to be sure.
-UNET_ONLY_METHODS = {"esd", "identity"}  # a pruning mask changes only the UNet too
+UNET_ONLY_METHODS = {"esd", "salun", "identity"}  # a pruning mask changes only the UNet too
 
 
 def keeps_text_encoder(cfg: dict, variant: str) -> bool:
