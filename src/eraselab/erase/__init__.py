@@ -10,7 +10,7 @@ from __future__ import annotations
 
 METHODS = {"esd": "eraselab.erase.esd:esd", "all-but-one": "eraselab.erase.abo:all_but_one",
            "uce": "eraselab.erase.uce:uce", "rece": "eraselab.erase.rece:rece",
-           "identity": "eraselab.erase.identity:identity"}
+           "advunlearn": "eraselab.erase.advunlearn:advunlearn", "identity": "eraselab.erase.identity:identity"}
 
 
 def method(algorithm: str):
