@@ -405,6 +405,59 @@ def bench_p4d(ctx: Context) -> tuple[list[Row], dict]:
                           notes={k: f"{p['prefix_tokens']} tokens, {p['timesteps']} timesteps x {p['iterations']} "
                                     f"it, no early stop; same tokens: {same}" for k in measured})
         del pipe, inputs
+# --- AdvUnlearn -----------------------------------------------------------------------------------
+
+# The proposed ConceptWorld settings (the integrator's config/methods.yaml entry wins once it exists).
+ADVUNLEARN_CW = dict(train="text_encoder", iterations=200, lr=1e-3, negative_guidance=1.0, sampling="frozen",
+                     ddim_steps=25, batch_size=4, retain_batch=3, retain_weight=0.3, attack_steps=5, warmup=50)
+
+
+def advunlearn_settings(model: str, ctx: Context) -> dict:
+    if model == "conceptworld":
+        import yaml
+        methods = yaml.safe_load((ROOT / "config" / "methods.yaml").read_text()).get("methods", {})
+        cfg = next(({k: v for k, v in m.items() if k != "algorithm"} for m in methods.values()
+                    if m.get("algorithm") == "advunlearn"), ADVUNLEARN_CW)
+        return method_params("advunlearn", **{**cfg, "iterations": 10})
+    return method_params("advunlearn", iterations=ctx.sd14_esd_iterations, ddim_steps=ctx.sd14_ddim_steps,
+                         attack_steps=2 if not ctx.gpu else 30, retain_batch=2 if not ctx.gpu else 5)
+
+
+def bench_advunlearn(ctx: Context) -> tuple[list[Row], dict]:
+    """Seconds per outer iteration, with the inner attack (every iteration) and without it (warm-up only)."""
+    from eraselab.erase.advunlearn import advunlearn
+    from eraselab.erase.common import Concept
+    rows = []
+    concept = Concept(name="triangle", type="object", erase=("a triangle",),
+                      preserve=("a circle", "a square", "a cross"))
+    for model in ctx.models:
+        pipe = load(model, ctx.sd14_size)
+        p = advunlearn_settings(model, ctx)
+        te, unet = ({n: q.detach().clone() for n, q in m.state_dict().items()} for m in (pipe.text_encoder, pipe.unet))
+
+        def run(warmup):
+            def go(seed):
+                pipe.text_encoder.load_state_dict(te)
+                pipe.unet.load_state_dict(unet)
+                s = Stamps(pipe.unet)
+                advunlearn(pipe, concept, {**p, "warmup": warmup}, seed, progress=s)
+                s.close()
+                return s.split()
+            return go
+
+        n = p["iterations"]
+        measured = compare({"no attack (warm-up only, baseline)": run(n), "with attack": run(0)},
+                           1 if model == "sd14" and not ctx.gpu else 2)
+        notes = {}
+        for name, m in measured.items():
+            setup, per = np.median([r[0] for r in m["results"]]), np.median([r[1] for r in m["results"]])
+            notes[name] = (f"{per:.3f} s/iteration after {setup:.1f} s setup; train {p['train']}, sampling "
+                           f"{p['sampling']}, attack {p['attack_steps']} steps, batch {p['batch_size']}, "
+                           f"retain batch {p['retain_batch']}")
+            m["results"] = None
+        rows += rows_from("erase: advunlearn", model, measured, n, "iteration",
+                          baseline="no attack (warm-up only, baseline)", notes=notes)
+        del pipe
     return rows, {}
 
 
@@ -594,6 +647,6 @@ def bench_salun(ctx: Context) -> tuple[list[Row], dict]:
 
 
 STAGES = {"esd": bench_esd, "generate": bench_generation, "score": bench_scoring, "unlearndiff": bench_unlearndiff,
-          "p4d": bench_p4d, "rece": bench_rece, "salun": bench_salun, "plan": bench_planning, "train": bench_training,
-          "protocol": bench_protocol}
+          "p4d": bench_p4d, "rece": bench_rece, "advunlearn": bench_advunlearn, "salun": bench_salun,
+          "plan": bench_planning, "train": bench_training, "protocol": bench_protocol}
 GPU_CHECK = ["esd", "generate", "score", "unlearndiff", "protocol"]

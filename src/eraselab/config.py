@@ -197,6 +197,7 @@ def _file_errors(cfg: dict, root: Path) -> list[str]:
                                 f"({root / path / index} not found)")
     problems += _attack_file_errors(cfg, root)
     problems += _pruning_file_errors(cfg, root)
+    problems += _method_file_errors(cfg, root)
     problems += _world_errors(cfg, root)
     used = set(cfg["run"]["targets"]) | set(cfg["run"].get("preserve", []))
     prompt_files = [(f"concepts.{name}.{key}", cfg["concepts"][name][key]) for name in sorted(used & set(cfg["concepts"]))
@@ -318,6 +319,24 @@ def _attack_file_errors(cfg: dict, root: Path) -> list[str]:
             if not path.is_file() and not assets.producer(cfg["assets"], pattern.format(concept=target)):
                 problems.append(f"attacks.{name}.pairs: {str(path)!r} not found (for target {target!r}); "
                                 f"it needs columns prompt, prompt_without")
+    return problems
+
+
+def _method_file_errors(cfg: dict, root: Path) -> list[str]:
+    """What the run's AdvUnlearn methods retain: a prompt CSV, or the targets' preserve prompts."""
+    problems = []
+    for name in cfg["run"].get("methods", []):
+        method = cfg.get("methods", {}).get(name, {})
+        if method.get("algorithm") != "advunlearn" or not method.get("retain_weight", 0.3) > 0:
+            continue
+        retain = method.get("retain", "preserve")
+        if retain == "preserve":
+            problems += [f"methods.{name}.retain: 'preserve' but concepts.{t} has no preserve prompts; "
+                         f"give it some, or set retain to a CSV with a 'prompt' column"
+                         for t in cfg["run"]["targets"] if not cfg["concepts"].get(t, {}).get("preserve")]
+        elif not (root / retain).is_file() and not assets.producer(cfg["assets"], retain):
+            problems.append(f"methods.{name}.retain: {retain!r} is neither 'preserve' nor a file "
+                            f"({root / retain} not found); it needs a 'prompt' column")
     return problems
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 METHODS = {"esd": "eraselab.erase.esd:esd", "all-but-one": "eraselab.erase.abo:all_but_one",
            "uce": "eraselab.erase.uce:uce", "rece": "eraselab.erase.rece:rece",
-           "salun": "eraselab.erase.salun:salun", "identity": "eraselab.erase.identity:identity"}
+           "salun": "eraselab.erase.salun:salun", "advunlearn": "eraselab.erase.advunlearn:advunlearn",
+           "identity": "eraselab.erase.identity:identity"}
 
 
 def method(algorithm: str):

@@ -75,6 +75,22 @@ def denoise(unet, sched, x, cond, uncond, guidance: float, n_steps: int) -> torc
     return x
 
 
+def partial_ddim(pipe, unet, sched, cond, uncond, guidance: float, batch: int, g: torch.Generator):
+    """ESD's on-policy x_t (CompVis train-esd.py): DDIM from fresh noise with ``unet`` along ``cond`` to a
+    random step t_enc, and a DDPM timestep t drawn from t_enc's bin, as the script maps them (reproduced as is).
+
+    ``cond`` is one condition (1 x 77 x D) or one per row (batch x 77 x D). Returns (x_t, t)."""
+    n_ddim, t_max = len(sched.timesteps), pipe.scheduler.config.num_train_timesteps
+    t_enc = int(torch.randint(n_ddim, (1,), generator=g))
+    x = torch.randn(latent_shape(pipe, batch), generator=g).to(pipe.device) * sched.init_noise_sigma
+    training = unet.training
+    unet.eval()
+    x_t = denoise(unet, sched, x, cond, uncond, guidance, min(n_ddim, n_ddim + 1 - t_enc))
+    unet.train(training)
+    lo, hi = round(t_enc / n_ddim * t_max), round((t_enc + 1) / n_ddim * t_max)
+    return x_t, torch.randint(lo, hi, (batch,), generator=g).to(pipe.device)
+
+
 class FrozenTrajectories:
     """States x_k of frozen-model DDIM trajectories, with the teacher's targets at each state."""
 
@@ -140,20 +156,14 @@ def finetune(pipe, frozen, objective: Objective, conds: list[torch.Tensor], unco
         opt.load_state_dict(state["opt"])
         start, losses, drawn = state["step"], state["losses"], state["drawn"]
 
-    b, n_ddim, t_max = p["batch_size"], p["ddim_steps"], pipe.scheduler.config.num_train_timesteps
+    b = p["batch_size"]
     for it in range(start, p["iterations"]):
         g = torch.Generator().manual_seed(seed * 1_000_003 + it)
         which = int(torch.randint(len(conds), (1,), generator=g))
         if cache is not None:
             x_t, t, targets = cache.draw(which, b, g)
         else:  # the paper's on-policy partial DDIM, with the model being trained
-            t_enc = int(torch.randint(n_ddim, (1,), generator=g))
-            x = torch.randn(latent_shape(pipe, b), generator=g).to(pipe.device) * sched.init_noise_sigma
-            unet.eval()
-            x_t = denoise(unet, sched, x, along[which], uncond, p["start_guidance"], min(n_ddim, n_ddim + 1 - t_enc))
-            unet.train()
-            lo, hi = round(t_enc / n_ddim * t_max), round((t_enc + 1) / n_ddim * t_max)
-            t = torch.randint(lo, hi, (b,), generator=g).to(pipe.device)
+            x_t, t = partial_ddim(pipe, unet, sched, along[which], uncond, p["start_guidance"], b, g)
             with torch.no_grad():
                 targets = objective.teacher(x_t, t, which)
         loss = objective.loss(unet, x_t, t, which, targets)
