@@ -81,6 +81,8 @@ def erase_inputs(cfg: dict, model: str, target: str, seed: str, prune: str, meth
     if (v := validation_spec(cfg, target, method)) is not None:
         inputs["validation"] = v["prompts"]
         inputs["detectors"] = detector_files(cfg, [target])
+    if retain := retain_file(cfg["methods"][method]):
+        inputs["retain"] = retain
     return inputs
 
 
@@ -99,9 +101,21 @@ def source_digest(cfg: dict, path: str) -> str:
 PRESERVING_ALGORITHMS = {"uce", "rece"}
 
 
+def reads_preserve(m: dict) -> bool:
+    """Does this method read its concept's preserve prompts? UCE and RECE keep them; AdvUnlearn retains
+    them unless given a retain file; SalUn relabels with them unless given a relabel list."""
+    return (m["algorithm"] in PRESERVING_ALGORITHMS or (m["algorithm"] == "advunlearn" and m["retain"] == "preserve")
+            or (m["algorithm"] == "salun" and not m.get("relabel")))
+
+
+def retain_file(m: dict) -> str | None:
+    """The retain prompt set an AdvUnlearn method reads (a file: an input of its erase jobs)."""
+    return m["retain"] if m["algorithm"] == "advunlearn" and m["retain"] != "preserve" else None
+
+
 def erase_spec(cfg: dict, model: str, target: str, seed: str, prune: str, method: str) -> dict:
     concept = {k: v for k, v in concept_spec(cfg, target).items() if k not in ("detector", "validation")}
-    if cfg["methods"][method]["algorithm"] not in PRESERVING_ALGORITHMS:
+    if not reads_preserve(cfg["methods"][method]):
         concept["preserve"] = []
     spec = {"method_name": method, "method": cfg["methods"][method], "prune": prune,
             "concept": concept, "seed": int(seed), "model": model}
@@ -466,12 +480,15 @@ def job_code(cfg: dict, rule: str, **w) -> str:
 # encoder, so attacks that read only the text encoder (Ring-A-Bell) are computed once on the base
 # model and shared. An algorithm not listed is assumed to change the text encoder: its variants get
 # their own run (never wrong, only slower). The attack_generate stage checks the delta to be sure.
-UNET_ONLY_METHODS = {"esd", "salun", "identity"}  # a pruning mask changes only the UNet too
+UNET_ONLY_METHODS = {"esd", "all-but-one", "uce", "rece", "salun", "identity"}  # a pruning mask changes only the UNet too
 
 
 def keeps_text_encoder(cfg: dict, variant: str) -> bool:
     method = layout.parse_variant(variant)["method"]
-    return method is None or cfg["methods"][method]["algorithm"] in UNET_ONLY_METHODS
+    if method is None:
+        return True
+    m = cfg["methods"][method]
+    return m["algorithm"] in UNET_ONLY_METHODS or (m["algorithm"] == "advunlearn" and not m["train"].startswith("text"))
 
 
 def attack_algorithm(cfg: dict, attack: str) -> str:
