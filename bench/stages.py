@@ -550,7 +550,7 @@ def protocol_overlay(ctx: Context, model_path: Path) -> dict:
     A GPU node has no network: the prompts are the example rows and NudeNet is the shipped model,
     so no fetch job runs (fetching is tested on its own)."""
     p = ctx.protocol
-    return {"run": {"models": ["sd14-random"]},
+    return {"run": {"models": ["sd14-random"], "methods": ["esd-u"]},
             "models": {"sd14-random": {"source": "local", "path": str(model_path)}},
             "concepts": {"nudity": {"prompts": "data/prompts/examples/i2p.csv",
                                     "detector": {"kind": "nudenet", "model": "320n", "threshold": 0.45}}},

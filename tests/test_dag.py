@@ -12,7 +12,7 @@ from test_workflow import ROOT, snakemake, workdir
 PRESETS = [["config.yaml"], ["methods.yaml"], ["attacks.yaml"], ["pruning.yaml"], ["tuning.yaml"], ["sd14.yaml"],
            ["sd14.yaml", "sd15.yaml"], ["sd14.yaml", "sd21.yaml"], ["sd14-random.yaml"],
            ["attacks.yaml", "replicates.yaml"], ["pruning.yaml", "replicates.yaml"],
-           ["sd14.yaml", "protocols/unlearndiff-nudity.yaml"]]
+           ["sd14.yaml", "protocols/unlearndiff-nudity.yaml"], ["methods.yaml", "baselines.yaml"]]
 
 
 def snakemake_jobs(wd, presets: list[str]) -> list[dict]:
@@ -57,3 +57,20 @@ def test_seeds_replicate_erasure_pruning_and_attacks_not_the_base_model(tmp_path
     assert "results/conceptworld/triangle/seed2/wanda/mask.safetensors" in erase["input"]
     report = next(j for j in planned if j["rule"] == "report")
     assert sum(f.endswith("/scores.csv") and "/attacks/" not in f for f in report["input"]) == 1 + 8 * 3
+
+
+def test_pruned_methods_limit_the_pruned_variants_and_text_encoder_attacks_are_shared(tmp_path):
+    """The baselines grid: 7 methods unpruned and only ESD-x on P-ESD's mask (run.pruned_methods), on 3
+    targets. Ring-A-Bell reads only the text encoder: it runs once per target on the base model, and again
+    only for AdvUnlearn, which trains the text encoder; P4D, UnlearnDiff and CCE run on every variant."""
+    planned = snakemake_jobs(workdir(tmp_path), ["methods.yaml", "baselines.yaml"])
+    erased = {(j["wildcards"]["target"], j["wildcards"]["prune"], j["wildcards"]["method"])
+              for j in planned if j["rule"] == "erase"}
+    targets = {"triangle", "Brellin", "night"}
+    assert {e for e in erased if e[1] != "none"} == {(t, "pesd", "esd-x") for t in targets}
+    assert len(erased) == 3 * (7 + 1)
+    own = [j["wildcards"] for j in planned if j["rule"] == "attack"]
+    assert sorted((w["attack"], w["variant"].split("/")[-1]) for w in own if w["attack"] == "ringabell") == \
+        [("ringabell", "advunlearn")] * 3
+    assert sum(w["attack"] == "p4d" for w in own) == 3 * 8
+    assert sum(j["rule"] == "attack_shared" for j in planned) == 3

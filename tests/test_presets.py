@@ -37,7 +37,7 @@ def test_sd_presets_plan_the_full_dag_without_download(tmp_path, presets, model,
 
 
 PROTOCOLS = {   # preset -> the assets its fetch jobs fetch
-    "unlearndiff-nudity": {"unlearndiff-nudity", "nudenet-best"}, "unlearndiff-vangogh": {"unlearndiff-vangogh"},
+    "unlearndiff-nudity": {"unlearndiff-nudity", "nudenet-best", "advunlearn-coco-retain"}, "unlearndiff-vangogh": {"unlearndiff-vangogh"},
     "unlearndiff-church": {"unlearndiff-church"}, "esd-i2p": {"i2p", "nudenet-best", "coco-30k"}, "coco-quality": {"coco-10k"},
 }
 
