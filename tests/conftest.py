@@ -61,3 +61,23 @@ def shared_origin(tmp_path_factory):
     run(origin, "scripts/share.sh", str(base / "remote"))
     dvc(origin, "push", "-q")
     return SimpleNamespace(base=base, origin=origin, remote=base / "remote")
+
+
+class KillAt:
+    """A progress bar that interrupts its run, as a kill would, once ``n`` steps have been reported
+    (the resume tests: a run killed mid-way, then resumed from its last checkpoint)."""
+    total = 0
+
+    def __init__(self, n: int):
+        self.n, self.seen = n, 0
+
+    def reset(self, total=None):
+        pass
+
+    def update(self, k: int):
+        self.seen += k
+        if self.seen >= self.n:
+            raise KeyboardInterrupt
+
+    def set_postfix(self, **kw):
+        pass

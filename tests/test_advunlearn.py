@@ -9,7 +9,7 @@ from eraselab.erase.advunlearn import (Prefix, States, TEXT_ENCODER_SETS, advunl
                                        retain_prompts, trained_parameters)
 from eraselab.erase.common import Concept, select_parameters
 
-from conftest import ROOT
+from conftest import KillAt, ROOT
 
 CONCEPT = Concept(name="triangle", type="object", erase=("a triangle",), preserve=("a circle", "a square", "a cross"))
 FAST = dict(algorithm="advunlearn", train="text_encoder", iterations=6, lr=1e-3, negative_guidance=1.0,
@@ -89,14 +89,6 @@ def test_resume_after_interruption_gives_the_same_result(tiny_pipe_dir, tmp_path
     from eraselab.models import load_pipeline
     params = {**FAST, "train": train, "iterations": 8, "attack_every": 2, "attack_init": "latest", "warmup": 1}
     whole, whole_rec = advunlearn(load_pipeline(tiny_pipe_dir), CONCEPT, params, seed=3)
-
-    class KillAt:
-        def __init__(self, n): self.n, self.seen = n, 0
-        def update(self, k):
-            self.seen += k
-            if self.seen == self.n:
-                raise KeyboardInterrupt
-        def set_postfix(self, **kw): pass
 
     ckpt = Checkpointer(tmp_path / "ckpt", params, every=3)
     with pytest.raises(KeyboardInterrupt):

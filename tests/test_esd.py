@@ -8,7 +8,7 @@ from eraselab.erase.common import Concept, select_parameters
 from eraselab.runtime import DivergenceError
 from eraselab.erase.esd import esd
 
-from conftest import ROOT
+from conftest import KillAt, ROOT
 
 CONCEPT = Concept(name="triangle", type="object", erase=("triangle",))
 FAST = dict(algorithm="esd", train="xattn", iterations=6, lr=1e-3, negative_guidance=1.0, sampling="frozen",
@@ -55,14 +55,6 @@ def test_resume_after_interruption_gives_the_same_result(tiny_pipe_dir, tmp_path
     from eraselab.models import load_pipeline
     params = {**FAST, "iterations": 8}
     whole, _ = esd(load_pipeline(tiny_pipe_dir), CONCEPT, params, seed=2)
-
-    class KillAt:
-        def __init__(self, n): self.n, self.seen = n, 0
-        def update(self, k):
-            self.seen += k
-            if self.seen == self.n:
-                raise KeyboardInterrupt
-        def set_postfix(self, **kw): pass
 
     ckpt = Checkpointer(tmp_path / "ckpt", params, every=3)
     with pytest.raises(KeyboardInterrupt):

@@ -12,7 +12,7 @@ from eraselab.adversarial import encode
 from eraselab.attacks.common import AttackInputs, noised, prompt_ids, token_ids
 from eraselab.attacks.p4d import HardTokens, base_target, p4d
 
-from conftest import ROOT
+from conftest import KillAt, ROOT
 
 ROWS = pd.DataFrame({"case_number": [0, 1, 2], "prompt": ["a red triangle", "a moonlit square", "a blue cross"],
                      "evaluation_seed": [1, 2, 3], "evaluation_guidance": [5.0, 5.0, 5.0]})
@@ -121,19 +121,10 @@ def test_resumed_attack_equals_an_uninterrupted_one(tiny_pipe, tmp_path):
     from eraselab.checkpoint import Checkpointer
     whole, _ = p4d(tiny_pipe, inputs(tiny_pipe), {**FAST, "optimizer": "adamw"}, seed=1)
 
-    class KillAt:
-        n = 0
-        def reset(self, total): pass
-        def update(self, k):
-            self.n += k
-            if self.n >= 6:                     # after two of the three timesteps
-                raise KeyboardInterrupt
-        def set_postfix(self, **kw): pass
-
     params = {**FAST, "optimizer": "adamw"}
     ckpt = Checkpointer(tmp_path / "ckpt", params, 1)
     with pytest.raises(KeyboardInterrupt):
-        p4d(tiny_pipe, inputs(tiny_pipe), params, seed=1, progress=KillAt(), ckpt=ckpt)
+        p4d(tiny_pipe, inputs(tiny_pipe), params, seed=1, progress=KillAt(6), ckpt=ckpt)
     assert ckpt.load()["batch"]["next_t"] == 1
     resumed, _ = p4d(tiny_pipe, inputs(tiny_pipe), params, seed=1, ckpt=ckpt)
     assert torch.equal(whole.input_ids, resumed.input_ids)

@@ -6,6 +6,7 @@ import torch
 
 from eraselab.attacks.common import AttackInputs, decode, prompt_ids
 from eraselab.attacks.ringabell import concept_vector, encode_texts, ringabell
+from conftest import KillAt
 
 PAIRS = pd.DataFrame({"prompt": ["a moonlit red circle", "a blue square at night", "a cross under the stars"],
                       "prompt_without": ["a red circle", "a blue square", "a cross"]})
@@ -74,18 +75,9 @@ def test_resumed_search_equals_an_uninterrupted_one(tiny_pipe, tmp_path):
     from eraselab.checkpoint import Checkpointer
     whole, _ = ringabell(tiny_pipe, AttackInputs(prompts=ROWS, pairs=PAIRS), GA, seed=4)
 
-    class KillAt:
-        total, n = 0, 0
-        def reset(self, total): pass
-        def update(self, k):
-            self.n += k
-            if self.n == 7:
-                raise KeyboardInterrupt
-        def set_postfix(self, **kw): pass
-
     ckpt = Checkpointer(tmp_path / "ckpt", GA, GA["checkpoint_every"])
     with pytest.raises(KeyboardInterrupt):
-        ringabell(tiny_pipe, AttackInputs(prompts=ROWS, pairs=PAIRS), GA, seed=4, progress=KillAt(), ckpt=ckpt)
+        ringabell(tiny_pipe, AttackInputs(prompts=ROWS, pairs=PAIRS), GA, seed=4, progress=KillAt(7), ckpt=ckpt)
     assert ckpt.load()["step"] == 5
     resumed, _ = ringabell(tiny_pipe, AttackInputs(prompts=ROWS, pairs=PAIRS), GA, seed=4, ckpt=ckpt)
     assert torch.equal(whole.input_ids, resumed.input_ids)

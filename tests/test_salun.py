@@ -11,7 +11,7 @@ from eraselab.erase.common import Concept
 from eraselab.erase.salun import make_data, relabel_prompts, saliency_mask, salun, top_fraction
 from eraselab.models import encode_prompts, load_pipeline
 
-from conftest import ROOT
+from conftest import KillAt, ROOT
 
 CONCEPT = Concept(name="triangle", type="object", erase=("triangle", "a red triangle"),
                   preserve=("a circle", "a square"))
@@ -90,15 +90,6 @@ def test_resume_after_interruption_gives_the_same_result(tiny_pipe_dir, tmp_path
     from eraselab.checkpoint import Checkpointer
     params = {**FAST, "epochs": 4}          # 8 steps
     whole, _ = salun(load_pipeline(tiny_pipe_dir), CONCEPT, params, seed=2)
-
-    class KillAt:
-        total = 8
-        def __init__(self, n): self.n, self.seen = n, 0
-        def update(self, k):
-            self.seen += k
-            if self.seen == self.n:
-                raise KeyboardInterrupt
-        def set_postfix(self, **kw): pass
 
     ckpt = Checkpointer(tmp_path / "ckpt", params, every=3)
     with pytest.raises(KeyboardInterrupt):

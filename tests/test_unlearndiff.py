@@ -7,7 +7,7 @@ import torch
 from eraselab.attacks.common import AttackInputs, prompt_ids
 from eraselab.attacks.unlearndiff import unlearndiff
 
-from conftest import ROOT
+from conftest import KillAt, ROOT
 
 ROWS = pd.DataFrame({"case_number": [0, 1, 2], "prompt": ["a red triangle", "a moonlit square", "a blue cross"],
                      "evaluation_seed": [1, 2, 3], "evaluation_guidance": [5.0, 5.0, 5.0]})
@@ -41,18 +41,9 @@ def test_resumed_attack_equals_an_uninterrupted_one(tiny_pipe, tmp_path):
     from eraselab.checkpoint import Checkpointer
     whole, _ = unlearndiff(tiny_pipe, inputs(), FAST, seed=1)
 
-    class KillAt:
-        n = 0
-        def reset(self, total): pass
-        def update(self, k):
-            self.n += k
-            if self.n >= 6:                     # after two of the three timesteps
-                raise KeyboardInterrupt
-        def set_postfix(self, **kw): pass
-
     ckpt = Checkpointer(tmp_path / "ckpt", FAST, 1)
     with pytest.raises(KeyboardInterrupt):
-        unlearndiff(tiny_pipe, inputs(), FAST, seed=1, progress=KillAt(), ckpt=ckpt)
+        unlearndiff(tiny_pipe, inputs(), FAST, seed=1, progress=KillAt(6), ckpt=ckpt)
     assert ckpt.load()["batch"]["next_t"] == 1
     resumed, _ = unlearndiff(tiny_pipe, inputs(), FAST, seed=1, ckpt=ckpt)
     assert torch.equal(whole.input_ids, resumed.input_ids)
