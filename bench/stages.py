@@ -66,9 +66,11 @@ def method_params(algorithm: str, **overrides) -> dict:
     return fill_defaults({"algorithm": algorithm, **overrides}, sub)
 
 
-def config_section(section: str, name: str) -> dict:
+def config_section(section: str, name: str, preset: str = "config.yaml") -> dict:
+    """A config entry's keys (algorithm left out), as a preset ships it."""
     import yaml
-    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())[section][name]
+    entry = yaml.safe_load((ROOT / "config" / preset).read_text())[section][name]
+    return {k: v for k, v in entry.items() if k != "algorithm"}
 
 
 def prompt_frame(concept: str, n: int):
@@ -327,98 +329,58 @@ def bench_scoring(ctx: Context) -> tuple[list[Row], dict]:
 # --- UnlearnDiff ----------------------------------------------------------------------------------
 
 def bench_unlearndiff(ctx: Context) -> tuple[list[Row], dict]:
-    from eraselab.attacks.common import AttackInputs
     from eraselab.attacks.unlearndiff import unlearndiff
-    from eraselab.generate import generate_images, set_scheduler
-    rows = []
-    for model in ctx.models:
-        pipe = load(model, ctx.sd14_size)
-        set_scheduler(pipe, "ddim")
-        if model == "conceptworld":
-            n = 8
-            cfg = {k: v for k, v in config_section("attacks", "unlearndiff").items() if k != "algorithm"}
-        else:
-            n = 2
-            cfg = {"prefix_tokens": 5, "timesteps": 1, "iterations": 2 if not ctx.gpu else 40}
-        frame = prompt_frame("triangle", n)
-        reference = generate_images(pipe, frame["prompt"].tolist(), frame["evaluation_seed"].tolist(),
-                                    frame["evaluation_guidance"].tolist(), 25 if model == "conceptworld" else 1, n)
-        inputs = AttackInputs(prompts=frame, reference=reference)   # no detector: the full schedule, no early stop
-        measured = compare({
-            "one prompt at a time (baseline)": lambda r: unlearndiff(pipe, inputs, method_params_attack(
-                cfg, batch_size=1), 0),
-            f"eraselab, batch {n}": lambda r: unlearndiff(pipe, inputs, method_params_attack(cfg, batch_size=n), 0)},
-            1 if model == "sd14" and not ctx.gpu else 2)
-        a, b = (m["results"][0][0].input_ids for m in measured.values())
-        same = bool(torch.equal(a, b))
-        for m in measured.values():
-            m["results"] = None
-        p = method_params_attack(cfg)
-        rows += rows_from("attack: unlearndiff", model, measured, n, "prompt",
-                          baseline="one prompt at a time (baseline)",
-                          notes={k: f"{p['prefix_tokens']} tokens, {p['timesteps']} timesteps x {p['iterations']} "
-                                    f"it, no early stop; same tokens: {same}" for k in measured})
-        del pipe
-    return rows, {}
-
-
-# --- P4D -----------------------------------------------------------------------------------------
-
-P4D_CONCEPTWORLD = {"prefix_tokens": 3, "timesteps": 10, "iterations": 10, "batch_size": 40}   # until config.yaml has one
+    return bench_prefix_attack(ctx, "unlearndiff", unlearndiff, with_base=False)
 
 
 def bench_p4d(ctx: Context) -> tuple[list[Row], dict]:
     """P4D's seconds per prompt: UnlearnDiff's loop plus a base-UNet forward per step (the target)."""
+    from eraselab.attacks.p4d import p4d
+    return bench_prefix_attack(ctx, "p4d", p4d, with_base=True)
+
+
+def bench_prefix_attack(ctx: Context, algorithm: str, attack, with_base: bool) -> tuple[list[Row], dict]:
+    """A prefix-token attack's seconds per prompt, prompts one at a time against batched (same tokens
+    checked), on the full schedule (no detector: no early stop); ``with_base``: the base UNet is a copy
+    (erased == base changes no timing)."""
     import copy
     from eraselab.attacks.common import AttackInputs
-    from eraselab.attacks.p4d import p4d
     from eraselab.generate import generate_images, set_scheduler
     rows = []
     for model in ctx.models:
         pipe = load(model, ctx.sd14_size)
         set_scheduler(pipe, "ddim")
         if model == "conceptworld":
-            n = 8
-            import yaml
-            attacks = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["attacks"]
-            cfg = {k: v for k, v in attacks.get("p4d", P4D_CONCEPTWORLD).items() if k != "algorithm"}
+            n, cfg = 8, config_section("attacks", algorithm)
         else:
-            n = 2
-            cfg = {"prefix_tokens": 5, "timesteps": 1, "iterations": 2 if not ctx.gpu else 40}
+            n, cfg = 2, {"prefix_tokens": 5, "timesteps": 1, "iterations": 2 if not ctx.gpu else 40}
         frame = prompt_frame("triangle", n)
         reference = generate_images(pipe, frame["prompt"].tolist(), frame["evaluation_seed"].tolist(),
                                     frame["evaluation_guidance"].tolist(), 25 if model == "conceptworld" else 1, n)
-        # the base UNet: a copy (erased == base changes no timing); no detector: the full schedule
-        inputs = AttackInputs(prompts=frame, reference=reference, base_unet=copy.deepcopy(pipe.unet))
-        measured = compare({
-            "one prompt at a time (baseline)": lambda r: p4d(pipe, inputs, method_params_attack(
-                cfg, batch_size=1, algorithm="p4d"), 0),
-            f"eraselab, batch {n}": lambda r: p4d(pipe, inputs, method_params_attack(cfg, batch_size=n,
-                                                                                     algorithm="p4d"), 0)},
-            1 if model == "sd14" and not ctx.gpu else 2)
+        inputs = AttackInputs(prompts=frame, reference=reference,
+                              base_unet=copy.deepcopy(pipe.unet) if with_base else None)
+        params = lambda batch: method_params_attack(cfg, batch_size=batch, algorithm=algorithm)
+        measured = compare({"one prompt at a time (baseline)": lambda r: attack(pipe, inputs, params(1), 0),
+                            f"eraselab, batch {n}": lambda r: attack(pipe, inputs, params(n), 0)},
+                           1 if model == "sd14" and not ctx.gpu else 2)
         a, b = (m["results"][0][0].input_ids for m in measured.values())
         same = bool(torch.equal(a, b))
         for m in measured.values():
             m["results"] = None
-        p = method_params_attack(cfg, algorithm="p4d")
-        rows += rows_from("attack: p4d", model, measured, n, "prompt", baseline="one prompt at a time (baseline)",
+        p = params(n)
+        rows += rows_from(f"attack: {algorithm}", model, measured, n, "prompt", baseline="one prompt at a time (baseline)",
                           notes={k: f"{p['prefix_tokens']} tokens, {p['timesteps']} timesteps x {p['iterations']} "
                                     f"it, no early stop; same tokens: {same}" for k in measured})
         del pipe, inputs
+    return rows, {}
+
+
 # --- AdvUnlearn -----------------------------------------------------------------------------------
 
-# The proposed ConceptWorld settings (the integrator's config/methods.yaml entry wins once it exists).
-ADVUNLEARN_CW = dict(train="text_encoder", iterations=200, lr=1e-3, negative_guidance=1.0, sampling="frozen",
-                     ddim_steps=25, batch_size=4, retain_batch=3, retain_weight=0.3, attack_steps=5, warmup=50)
-
-
 def advunlearn_settings(model: str, ctx: Context) -> dict:
-    if model == "conceptworld":
-        import yaml
-        methods = yaml.safe_load((ROOT / "config" / "methods.yaml").read_text()).get("methods", {})
-        cfg = next(({k: v for k, v in m.items() if k != "algorithm"} for m in methods.values()
-                    if m.get("algorithm") == "advunlearn"), ADVUNLEARN_CW)
-        return method_params("advunlearn", **{**cfg, "iterations": 10})
+    if model == "conceptworld":   # config/baselines.yaml's settings, 10 of their iterations
+        return method_params("advunlearn", **{**config_section("methods", "advunlearn", "baselines.yaml"),
+                                              "iterations": 10})
     return method_params("advunlearn", iterations=ctx.sd14_esd_iterations, ddim_steps=ctx.sd14_ddim_steps,
                          attack_steps=2 if not ctx.gpu else 30, retain_batch=2 if not ctx.gpu else 5)
 
@@ -609,11 +571,6 @@ def bench_training(ctx: Context) -> tuple[list[Row], dict]:
 
 # --- SalUn ----------------------------------------------------------------------------------------
 
-# The proposed ConceptWorld preset (docs/methods.md, SalUn): 128 + 128 images, 40 steps.
-SALUN_CONCEPTWORLD = dict(images=128, image_steps=25, image_guidance=3.0, image_batch_size=64, lr=1e-3, epochs=5,
-                          batch_size=16)
-
-
 def bench_salun(ctx: Context) -> tuple[list[Row], dict]:
     """SalUn on ConceptWorld's triangle: the whole erasure, split by its record into image generation,
     the saliency pass and seconds per training step."""
@@ -625,7 +582,7 @@ def bench_salun(ctx: Context) -> tuple[list[Row], dict]:
     original = {n: p.detach().clone() for n, p in pipe.unet.named_parameters()}
     concept = Concept(name="triangle", type="object", erase=("a triangle",),
                       preserve=tuple(config_section("concepts", "triangle")["preserve"]))
-    p = method_params("salun", **SALUN_CONCEPTWORLD)
+    p = method_params("salun", **config_section("methods", "salun", "baselines.yaml"))   # 128 + 128 images, 40 steps
 
     def run(seed):
         with torch.no_grad():
