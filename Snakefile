@@ -17,6 +17,7 @@ include: "workflow/rules/base_model.smk"
 include: "workflow/rules/attribute.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/erase.smk"
+include: "workflow/rules/tuning.smk"
 include: "workflow/rules/generate.smk"
 include: "workflow/rules/score.smk"
 include: "workflow/rules/quality.smk"
@@ -30,4 +31,5 @@ finish_rules(workflow)
 
 rule all:
     input:
-        plan.final_outputs(config),
+        plan.tuning_outputs(config),   # every selection planned at once (a checkpoint is found one at a time)
+        after_tuning("all", lambda cfg: plan.final_outputs(cfg)),

@@ -80,7 +80,7 @@ def planned(proc: subprocess.CompletedProcess) -> dict[str, int]:
 def jobs(proc: subprocess.CompletedProcess) -> list[dict]:
     """Every job a dry run plans: its rule, wildcards, inputs and outputs."""
     out = []
-    for block in re.split(r"^(?:local)?rule ", proc.stdout + proc.stderr, flags=re.M)[1:]:
+    for block in re.split(r"^(?:local)?(?:rule|checkpoint) ", proc.stdout + proc.stderr, flags=re.M)[1:]:
         field = lambda name: re.search(rf"^\s+{name}: (.*)$", block, re.M)
         files = lambda name: [f.strip() for f in field(name).group(1).split(",")] if field(name) else []
         wildcards = dict(kv.split("=", 1) for kv in field("wildcards").group(1).split(", ")) if field("wildcards") else {}

@@ -184,11 +184,19 @@ def test_sd14_shaped_random_preset_runs_end_to_end_on_a_cpu(tmp_path):
     assert "tradeoff.png" in html and "summary.csv" in html
 
 
-@pytest.mark.parametrize("preset,erasures", [("methods", 21), ("tuning", 30), ("pruning", 8)])
+@pytest.mark.parametrize("preset,erasures", [("tuning", 30), ("pruning", 8)])
 def test_conceptworld_presets_plan_their_grid(tmp_path, preset, erasures):
     """The documented ConceptWorld experiments plan as documented: targets x prunings x methods erasures."""
     jobs = planned(snakemake(workdir(tmp_path), "-n", "--configfile", f"config/{preset}.yaml"))
     assert jobs["erase"] == erasures and jobs["report"] == 1
+
+
+def test_the_methods_preset_plans_its_tuning_first(tmp_path):
+    """config/methods.yaml tunes: 7 methods x 4 candidates x 3 targets erased and scored on the validation
+    sets (with the base model), 21 selections; the 21 evaluation erasures and the report are planned
+    once the selections exist (checkpoints), so a dry run shows the tuning."""
+    jobs = planned(snakemake(workdir(tmp_path), "-n", "--configfile", "config/methods.yaml"))
+    assert jobs == {"base_model": 1, "erase": 84, "validate": 85, "select": 21, "all": 1}
 
 
 def test_the_conceptworld_protocol_names_numbers_its_run_measures():

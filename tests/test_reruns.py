@@ -10,7 +10,7 @@ import pytest
 
 from hpc import completed, git, planned, planned_outputs, project_copy, snakemake
 
-METHODS = ["--configfile", "config/methods.yaml"]
+METHODS = ["--configfile", "config/methods.yaml", "tests/configs/no-tuning.yaml"]
 ATTACKS = ["--configfile", "config/attacks.yaml"]
 SD14 = ["--configfile", "config/sd14.yaml"]
 
@@ -45,7 +45,8 @@ def default_run(completed_default):
 NOT_RUN_BY_DEFAULT = ["conceptworld/captions.py", "conceptworld/train.py", "conceptworld/pairs.py",
                       "conceptworld/prompts.py", "conceptworld/architecture.py", "hub.py", "erase/uce.py",
                       "erase/rece.py", "erase/abo.py", "erase/closed_form.py", "erase/validation.py",
-                      "attacks/unlearndiff.py", "attacks/ringabell.py", "attacks/concept_inversion.py",
+                      "attacks/unlearndiff.py", "attacks/ringabell.py", "attacks/concept_inversion.py", "attacks/p4d.py",
+                      "erase/advunlearn.py", "erase/salun.py", "validate.py", "select.py", "tuning.py",
                       "attacks/prefix.py", "attacks/common.py", "attacks/stage.py", "score/nudenet.py",
                       "score/clip.py", "score/fid.py", "score/quality.py", "prune/wanda.py", "prune/guided.py",
                       "prune/learned.py", "prune/stage.py", "prune/report.py", "attribute/hooks.py",

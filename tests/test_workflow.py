@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from hpc import planned
+from hpc import jobs, planned
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "tests" / "configs" / "small.yaml"
@@ -95,6 +95,42 @@ def test_small_run_then_incremental_reruns(tmp_path):
     snakemake(wd, "--cores", "1", "--configfile", str(SMALL), "--report", str(wd / "report.html"))
     html = (wd / "report.html").read_text(errors="ignore")
     assert "summary.csv" in html and "grid_conceptworld.png" in html
+
+
+TUNING = ROOT / "tests" / "configs" / "tuning.yaml"
+
+
+def test_tuning_runs_in_the_dag_and_reruns_only_what_a_change_touches(tmp_path):
+    """UCE and RECE, 2 candidates each, scored on the validation sets: a checkpoint picks one per
+    method, the evaluation erasures use it and the report's tables name it. A changed search range of
+    RECE plans RECE's tuning jobs only (its candidates, their validation, its selection)."""
+    wd = workdir(tmp_path)
+    before = planned(snakemake(wd, "-n", "--configfile", str(TUNING)))
+    assert before == {"base_model": 1, "erase": 4, "validate": 5, "select": 2, "all": 1}   # evaluation: after select
+    snakemake(wd, "--cores", "2", "--configfile", str(TUNING))
+    for method, key in (("uce", "lamb"), ("rece", "regular_scale")):
+        selection = json.loads((wd / f"results/conceptworld/tuning/triangle/{method}/selection.json").read_text())
+        assert selection["budget"] == 2 and len(selection["candidates"]) == 2
+        assert sum(c["chosen"] for c in selection["candidates"]) == 1 and selection["why"]
+        # every candidate was scored on the validation prompts, never on the evaluation ones
+        scores = pd.read_csv(wd / f"results/conceptworld/triangle/seed0/none/{method}.tune1/validation/scores.csv")
+        validation = pd.read_csv(ROOT / "data/prompts/conceptworld/validation/triangle.csv").prompt.head(6)
+        assert scores[scores.prompt_set == "triangle"].prompt.tolist() == validation.tolist()
+        # the evaluation erasure ran with the chosen setting
+        delta = json.loads((wd / f"results/conceptworld/triangle/seed0/none/{method}/delta.json").read_text())
+        assert delta["params"]["method"][key] == selection["overrides"][key]
+    tuning = pd.read_csv(wd / "results/report/tuning.csv")
+    assert len(tuning) == 4 and tuning.groupby("method").chosen.sum().to_dict() == {"rece": 1, "uce": 1}
+    summary = pd.read_csv(wd / "results/report/summary.csv").set_index("method")
+    assert summary.loc["uce", "setting"].startswith("uce.tune") and "lamb=" in summary.loc["uce", "setting"]
+    assert "Tuning: candidates per method" in (wd / "results/report/summary.md").read_text()
+
+    assert planned(snakemake(wd, "-n", "--configfile", str(TUNING))) == {}
+    (wd / "range.yaml").write_text("tuning: {methods: {rece: {regular_scale: [1.0e-3, 0.01]}}}\n")
+    changed = snakemake(wd, "-n", "--configfile", str(TUNING), str(wd / "range.yaml"))
+    touched = {(j["rule"], j["wildcards"].get("method") or j["wildcards"].get("variant"))
+               for j in jobs(changed) if j["rule"] != "all"}
+    assert touched == {("erase", "rece.tune2"), ("validate", "triangle/seed0/none/rece.tune2"), ("select", "rece")}
 
 
 def test_jobs_find_eraselab_without_an_activated_environment(tmp_path):

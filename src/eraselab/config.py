@@ -100,7 +100,7 @@ def _resolve(ref: str, root: dict) -> dict:
 
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$"  # names become path components and wildcards
-RESERVED = {NONE, "base", "attacks"}  # "attacks": results/{model}/attacks/ holds shared attack results
+RESERVED = {NONE, "base", "attacks", "tuning"}  # results/{model}/attacks/: shared attack results; /tuning/: selections
 
 
 def _algorithm_errors(section: str, entries: dict, field: str, defs: dict, root: dict) -> tuple[dict, list[str]]:
@@ -117,6 +117,38 @@ def _algorithm_errors(section: str, entries: dict, field: str, defs: dict, root:
             problems.append(f"{section}.{name}." + _describe(e, schema).removeprefix("(top level)").lstrip("."))
         resolved[name] = fill_defaults(entry, schema)
     return resolved, problems
+
+
+def _add_tuning_candidates(cfg: dict, defs: dict, root: dict) -> list[str]:
+    """With tuning enabled, each tuned method's candidates become methods of their own
+    (``layout.candidate``: ``esd-u.tune1``, ...), each validated as its algorithm's settings, so the
+    erase stage runs them like any method. Tuned: the methods of run.methods that tuning.methods lists."""
+    from .layout import candidate
+    from .tuning import SearchError, candidates
+    t, problems = cfg["tuning"], []
+    for name in t["methods"]:
+        if name not in cfg["methods"]:
+            problems.append(f"tuning.methods.{name}: not a method; allowed values: {', '.join(map(repr, cfg['methods']))}")
+    if not t["enabled"] or problems:
+        return problems
+    for c in dict.fromkeys([*cfg["run"]["targets"], *cfg["run"].get("preserve", [])]):
+        if c in cfg.get("concepts", {}) and not cfg["concepts"][c].get("validation"):
+            problems.append(f"concepts.{c}.validation: required when tuning is enabled (candidates are scored on "
+                            f"the validation prompt sets, never on the evaluation ones)")
+    for name in [m for m in cfg["run"]["methods"] if m in t["methods"]]:
+        try:
+            settings = candidates(t["methods"][name], t["budget"], t["search"], t["seed"], name)
+        except SearchError as e:
+            problems.append(str(e))
+            continue
+        method = {k: v for k, v in cfg["methods"][name].items()}
+        for i, overrides in enumerate(settings, 1):
+            tried, p = _algorithm_errors("tuning.methods", {name: {**method, **overrides}}, "algorithm", defs, root)
+            problems += [f"{q} (candidate {i}: {overrides})" for q in p]
+            if candidate(name, i) in cfg["methods"]:
+                problems.append(f"methods.{candidate(name, i)}: the name of a tuning candidate of {name!r}; rename it")
+            cfg["methods"][candidate(name, i)] = tried[name]
+    return problems
 
 
 def _reference_errors(cfg: dict) -> list[str]:
@@ -369,6 +401,8 @@ def validate(config: dict, root: str | Path = ".", schema: dict | None = None) -
     if _is_map_of_maps(cfg.get("methods")):
         cfg["methods"], p = _algorithm_errors("methods", cfg["methods"], "algorithm", defs["algorithms"], schema)
         problems += p
+    if _is_map_of_maps(cfg.get("methods")) and not problems:
+        problems += _add_tuning_candidates(cfg, defs["algorithms"], schema)
     if _is_map_of_maps(cfg.get("attacks")):
         cfg["attacks"], p = _algorithm_errors("attacks", cfg["attacks"], "algorithm", defs["attacks_algorithms"], schema)
         problems += p

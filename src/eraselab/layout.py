@@ -81,6 +81,20 @@ def prompt_sets(run: dict) -> list[str]:
 
 # Attacks. A variant's attack results live under its directory; attacks that read only the text
 # encoder (Ring-A-Bell) are computed once per base model, target and seed, under results/{model}/attacks/.
+# Tuning (plan.candidates): each candidate setting of a method is erased as the method `{method}.tune{i}`
+# and scored on the validation prompt sets, as is the base model; rule select keeps one per (model,
+# target, method) in selection.json, with every candidate's numbers in candidates.csv.
+VALIDATION_SCORES = VARIANT + "/validation/scores.csv"
+VALIDATION_RATES = VARIANT + "/validation/rates.json"
+SELECTION = "results/{model}/tuning/{target}/{method}/selection.json"
+CANDIDATES = "results/{model}/tuning/{target}/{method}/candidates.csv"
+
+
+def candidate(method: str, i: int) -> str:
+    """The name a method's i-th tuning candidate is erased under (i from 1)."""
+    return f"{method}.tune{i}"
+
+
 ATTACK = VARIANT + "/attacks/{attack}"
 ADVERSARIAL = ATTACK + "/adversarial.safetensors"
 SHARED_ADVERSARIAL = "results/{model}/attacks/{attack}/{target}/seed{seed}/adversarial.safetensors"

@@ -81,7 +81,7 @@ def erase_inputs(cfg: dict, model: str, target: str, seed: str, prune: str, meth
     if (v := validation_spec(cfg, target, method)) is not None:
         inputs["validation"] = v["prompts"]
         inputs["detectors"] = detector_files(cfg, [target])
-    if retain := retain_file(cfg["methods"][method]):
+    if retain := retain_file(method_params(cfg, model, target, method)):
         inputs["retain"] = retain
     return inputs
 
@@ -115,9 +115,10 @@ def retain_file(m: dict) -> str | None:
 
 def erase_spec(cfg: dict, model: str, target: str, seed: str, prune: str, method: str) -> dict:
     concept = {k: v for k, v in concept_spec(cfg, target).items() if k not in ("detector", "validation")}
-    if not reads_preserve(cfg["methods"][method]):
+    params = method_params(cfg, model, target, method)
+    if not reads_preserve(params):
         concept["preserve"] = []
-    spec = {"method_name": method, "method": cfg["methods"][method], "prune": prune,
+    spec = {"method_name": method, "method": params, "prune": prune,
             "concept": concept, "seed": int(seed), "model": model}
     if (v := validation_spec(cfg, target, method)) is not None:
         spec["validation"] = v
@@ -199,6 +200,8 @@ def report_entries(cfg: dict) -> list[dict]:
 def report_spec(cfg: dict) -> dict:
     spec = {"entries": report_entries(cfg), **cfg["report"], "seed": cfg["seed"], "comparisons": comparisons(cfg),
             "expected": cfg["expected"]}
+    if selections := tuning_outputs(cfg):
+        spec["tuning"] = selections
     if attacks := attack_entries(cfg):
         spec["attacks"] = attacks
     return spec
@@ -256,7 +259,7 @@ def final_outputs(cfg: dict) -> list[str]:
                                                    "tradeoff.png", "overview.html", "summary.html", "claims.csv",
                                                    "claims.html", "dvc")] \
         + [f"{layout.REPORT}/grid_{m}.png" for m in cfg["run"]["models"]] + attack_report_outputs(cfg) \
-        + expected_outputs(cfg) \
+        + expected_outputs(cfg) + tuning_report_outputs(cfg) \
         + attribution_outputs(cfg) + prune_report_outputs(cfg)
 
 
@@ -297,6 +300,8 @@ SPECS = {
     "quality": lambda cfg, **w: quality_spec(cfg, **w),
     "fetch": lambda cfg, **w: fetch_spec(cfg, **w),
     "split": lambda cfg, **w: split_spec(cfg, **w),
+    "validate": lambda cfg, **w: validate_spec(cfg, **w),
+    "select": lambda cfg, **w: select_spec(cfg, **w),
 }
 
 
@@ -320,7 +325,8 @@ def upstream(cfg: dict, rule: str, **w) -> list[tuple[str, dict]]:
     if rule == "report":
         after = ("generate", "score") + (("quality",) if quality_enabled(cfg) else ())
         return [(r, {"model": m, "variant": v}) for m, v in layout.grid(cfg["run"]) for r in after] \
-            + [("attack_score", {"model": m, "variant": v, "attack": a}) for m, v, a in layout.attack_grid(cfg["run"])]
+            + [("attack_score", {"model": m, "variant": v, "attack": a}) for m, v, a in layout.attack_grid(cfg["run"])] \
+            + [("select", s) for s in selections(cfg, "report")]
     if rule in ("local_model", "train_conceptworld", "fetch"):
         return []
     if rule == "split":
@@ -344,6 +350,8 @@ def _upstream_jobs(cfg: dict, rule: str, w: dict) -> list[tuple[str, dict]]:
         return model
     if rule == "attack_shared":
         return model + _reference(cfg, w)
+    if rule == "select":
+        return [("validate", {"model": w["model"], "variant": v}) for v in validation_variants(cfg, **w)]
     parts = layout.parse_variant(w["variant"])
     if rule == "generate":
         return model + ([("erase", {"model": w["model"], **parts})] if parts["method"] else [])
@@ -363,6 +371,8 @@ def _upstream_jobs(cfg: dict, rule: str, w: dict) -> list[tuple[str, dict]]:
         return model + erased + [_adversarial_source(cfg, w)]
     if rule == "attack_score":
         return model + [("attack_generate", dict(w)), ("score", {"model": w["model"], "variant": w["variant"]})]
+    if rule == "validate":
+        return model + erased
     raise KeyError(f"plan.upstream: no lineage for rule {rule!r}; add it")
 
 
@@ -381,6 +391,7 @@ INPUTS = {
     "attack_score": lambda cfg, model, variant, attack: attack_score_inputs(cfg, model, variant, attack),
     "prune": lambda cfg, model, target, prune, seed: prune_inputs(cfg, model, target, prune),
     "attribute_base": lambda cfg, model, target: attribute_base_inputs(cfg, model, target),
+    "validate": lambda cfg, model, variant: validate_inputs(cfg, model, variant),
 }
 
 
@@ -448,7 +459,7 @@ def selected_modules(cfg: dict, rule: str, **w) -> list[str]:
     target = w.get("target") or (layout.parse_variant(w["variant"])["target"] if "variant" in w else None)
     if rule == "base_model":
         return [module_of(SOURCES, cfg["models"][w["model"]]["source"], "model source")]
-    if rule == "erase":
+    if rule == "erase":   # a tuned method's candidates share its algorithm: the selection cannot change it
         method = module_of(METHODS, cfg["methods"][w["method"]]["algorithm"], "erasure algorithm")
         validates = validation_spec(cfg, w["target"], w["method"]) is not None
         return [method, *([detector(w["target"])] if validates else [])]
@@ -457,7 +468,7 @@ def selected_modules(cfg: dict, rule: str, **w) -> list[str]:
     if rule in ("attack", "attack_shared"):
         algorithm = attack_algorithm(cfg, w["attack"])
         return [module_of(ATTACKS, algorithm, "attack"), *([detector(target)] if "detector" in NEEDS[algorithm] else [])]
-    if rule == "score":
+    if rule in ("score", "validate"):
         return sorted({detector(c) for c in layout.prompt_sets(cfg["run"])})
     if rule == "attack_score":
         return [detector(target)]
@@ -669,6 +680,12 @@ def prune_report_outputs(cfg: dict) -> list[str]:
     return [f"{layout.REPORT}/pruning.{ext}" for ext in ("csv", "md", "html")]
 
 
+def prune_report_inputs(cfg: dict) -> list[str]:
+    spec = prune_report_spec(cfg)
+    return [p for p in (spec["summary"], spec["attacks"]) if p] + [m["path"] for m in spec["masks"]] \
+        + [a["path"] for a in spec["attributions"]]
+
+
 def prune_report_spec(cfg: dict) -> dict:
     run = cfg["run"]
     attacks = attack_report_outputs(cfg)
@@ -708,3 +725,97 @@ def split_inputs(cfg: dict, asset: str, value: str) -> dict:
 def split_spec(cfg: dict, asset: str, value: str) -> dict:
     entry = cfg["assets"][asset]
     return {"asset": asset, "column": entry["split"], "value": value, "sha256": assets.identity(entry)}
+
+
+# --- tuning (config tuning:; eraselab.tuning, eraselab.validate, eraselab.select) -----------------------
+# Candidates are methods of their own (config adds them as `{method}.tune{i}`), erased by the erase rule
+# with the tuning seed and scored on the validation prompt sets by rule validate, as is the base model.
+# The checkpoint select keeps one per (model, target, method); the evaluation erasure of a tuned method
+# reads its choice (method_params), and every job downstream of one waits for it (selections), so its
+# spec, and what reruns, follow the choice's content: a new budget that picks the same setting reruns
+# the tuning and nothing else.
+
+def tuned_methods(cfg: dict) -> list[str]:
+    t = cfg["tuning"]
+    return [m for m in cfg["run"]["methods"] if m in t["methods"]] if t["enabled"] else []
+
+
+def candidates(cfg: dict, method: str) -> dict[str, dict]:
+    """A tuned method's candidates: name -> the settings it overrides."""
+    from .tuning import candidates as search
+    t = cfg["tuning"]
+    settings = search(t["methods"][method], t["budget"], t["search"], t["seed"], method)
+    return {layout.candidate(method, i): o for i, o in enumerate(settings, 1)}
+
+
+def validation_variants(cfg: dict, model: str, target: str, method: str) -> list[str]:
+    """What rule select compares: the base model, then each candidate erased with the tuning seed."""
+    seed = cfg["tuning"]["seed"]
+    return [layout.BASE] + [layout.variant(target, seed, layout.NONE, c) for c in candidates(cfg, method)]
+
+
+def method_params(cfg: dict, model: str, target: str, method: str) -> dict:
+    """A method's settings for one model and target: its config, with a tuned method's chosen setting
+    (read from its selection: only jobs that waited for that checkpoint call this for a tuned method)."""
+    params = cfg["methods"][method]
+    if method not in tuned_methods(cfg):
+        return params
+    from .artifacts import read_json
+    chosen = read_json(layout.SELECTION.format(model=model, target=target, method=method))
+    return {**params, **chosen["overrides"]}
+
+
+def selections(cfg: dict, rule: str, **w) -> list[dict]:
+    """The selections a job waits for: those of the tuned method its variant erases with, or, for the
+    jobs that gather the whole grid, every one."""
+    tuned = tuned_methods(cfg)
+    if not tuned:
+        return []
+    if rule in ("report", "prune_report", "all"):
+        return [{"model": m, "target": t, "method": e} for m in cfg["run"]["models"] for t in cfg["run"]["targets"]
+                for e in tuned]
+    parts = layout.parse_variant(w["variant"]) if "variant" in w else w
+    if rule in ("validate", "select") or parts.get("method") not in tuned:
+        return []
+    return [{"model": w["model"], "target": parts["target"], "method": parts["method"]}]
+
+
+def tuning_outputs(cfg: dict) -> list[str]:
+    return [layout.SELECTION.format(**s) for s in selections(cfg, "report")]
+
+
+def tuning_report_outputs(cfg: dict) -> list[str]:
+    """The report's tuning table, when the run tunes."""
+    return [f"{layout.REPORT}/tuning.{ext}" for ext in ("csv", "html")] if tuned_methods(cfg) else []
+
+
+def validate_inputs(cfg: dict, model: str, variant: str) -> dict:
+    inputs = {"base": model_dir(cfg, model),
+              "prompts": [cfg["concepts"][c]["validation"] for c in layout.prompt_sets(cfg["run"])],
+              "detectors": detector_files(cfg, layout.prompt_sets(cfg["run"]))}
+    if (delta := delta_path(model, variant)) is not None:
+        inputs["delta"] = delta
+    return inputs
+
+
+def validate_spec(cfg: dict, model: str, variant: str) -> dict:
+    sets = layout.prompt_sets(cfg["run"])
+    return {"generation": cfg["generation"], "dtype": cfg["models"][model]["dtype"], "variant": variant,
+            "model": model, "concepts": {c: {"prompts": cfg["concepts"][c]["validation"],
+                                             "prompts_sha256": source_digest(cfg, cfg["concepts"][c]["validation"]),
+                                             "detector": cfg["concepts"][c]["detector"],
+                                             "type": cfg["concepts"][c]["type"]} for c in sets}}
+
+
+def select_inputs(cfg: dict, model: str, target: str, method: str) -> dict:
+    variants = validation_variants(cfg, model, target, method)
+    return {"rates": [layout.VALIDATION_RATES.format(model=model, variant=v) for v in variants],
+            "scores": [layout.VALIDATION_SCORES.format(model=model, variant=v) for v in variants]}
+
+
+def select_spec(cfg: dict, model: str, target: str, method: str) -> dict:
+    t = cfg["tuning"]
+    return {"model": model, "target": target, "method": method, "candidates": candidates(cfg, method),
+            "variants": validation_variants(cfg, model, target, method), "budget": t["budget"],
+            "search": t["search"], "seed": t["seed"], "space": t["methods"][method], "rule": t["rule"],
+            "bootstrap": cfg["report"]["bootstrap"], "max_drop_points": cfg["report"]["max_drop_points"]}

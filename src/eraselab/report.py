@@ -229,7 +229,8 @@ def markdown(summary: pd.DataFrame) -> str:
             "others: mean rate (base) | others: worst drop | erased ≥50% | others ≤10 pt |"
             + (" others: pixel distance to base |" if layout else "") + "\n"
             "|---|---|---|---|---:|---:|---:|---:|---:|---:|:-:|:-:|" + ("---:|" if layout else "") + "\n")
-    lines = [f"| {r.model} | {r.target} ({r.target_type}) | {r.prune} | {r.method} | {r.seeds} × {r.prompts} | "
+    lines = [f"| {r.model} | {r.target} ({r.target_type}) | {r.prune} | "
+             f"{r.method}{f' ({r.setting})' if getattr(r, 'setting', '') else ''} | {r.seeds} × {r.prompts} | "
              f"{interval_text(r, 'base_rate')} | {interval_text(r, 'erased_rate')} | "
              f"{interval_text(r, 'reduction', digits=0)} | {interval_text(r, 'others_mean_rate')} "
              f"({100 * r.others_base_mean_rate:.1f}%) | {interval_text(r, 'others_max_drop_points', 1, 1, ' pt')} | "
@@ -659,6 +660,55 @@ def expected_html(df: pd.DataFrame) -> str:
     return page("Published numbers: measured against the papers", body, EXPECTED_NOTE)
 
 
+# --- tuning: every candidate a tuned method was tried at, on the validation sets, and the chosen one ------
+
+TUNING_NOTE = ("Candidates were erased with the tuning seed and scored on the validation prompt sets only; the "
+               "evaluation tables use the chosen setting. [low, high]: 95% interval over validation prompts.")
+
+
+def tuning_table(selections: list[str]) -> pd.DataFrame:
+    """One row per candidate of every tuned (model, target, method), from the select stage's files."""
+    rows = []
+    for path in selections:
+        s = read_json(path)
+        for c in s["candidates"]:
+            rows.append({"model": s["model"], "target": s["target"], "method": s["method"], "budget": s["budget"],
+                         "search": s["search"], **c, "rule": f"erase >= {s['rule']['min_reduction']:.0%}, then "
+                         f"smallest worst drop{' (intervals)' if s['rule']['intervals'] else ''}", "why": s["why"]})
+    return pd.DataFrame(rows)
+
+
+def settings(table: pd.DataFrame) -> dict[tuple, str]:
+    """(model, target, method) -> the chosen candidate's setting, for the evaluation tables."""
+    chosen = table[table.chosen]
+    return {(r.model, r.target, r.method): f"{r.candidate}: {r.setting}" for r in chosen.itertuples()}
+
+
+def _tuning_cells(r) -> dict:
+    return {"model": r.model, "target": r.target, "method": r.method, "candidate": r.candidate,
+            "setting": r.setting, "erased rate": interval_text(r, "erased_rate"),
+            "reduction": interval_text(r, "reduction", digits=0),
+            "others: worst drop": interval_text(r, "others_max_drop_points", 1, 1, " pt"),
+            "chosen": "chosen" if r.chosen else ""}
+
+
+def tuning_markdown(table: pd.DataFrame) -> str:
+    if table.empty:
+        return ""
+    rows = [_tuning_cells(r) for r in table.itertuples()]
+    head = "| " + " | ".join(rows[0]) + " |\n|" + "---|" * len(rows[0]) + "\n"
+    budget = ", ".join(sorted({f"{m}: {b}" for m, b in zip(table.method, table.budget)}))
+    return (f"\nTuning: candidates per method ({budget}), {table.rule.iloc[0]}.\n\n" + head
+            + "\n".join("| " + " | ".join(r.values()) + " |" for r in rows) + "\n\n" + TUNING_NOTE + "\n")
+
+
+def tuning_html(table: pd.DataFrame) -> str:
+    rows = [_tuning_cells(r) for r in table.itertuples()]
+    classes = {(i, "chosen"): "good" for i, r in enumerate(table.itertuples()) if r.chosen}
+    body = html_table(rows, text=("model", "target", "method", "candidate", "setting"), classes=classes)
+    return page(f"Tuning: {table.rule.iloc[0]}", body, TUNING_NOTE)
+
+
 def attack_cost(r) -> str:
     """An attack's seconds per prompt, or "shared" when computed once on the base model's text encoder."""
     return "shared" if r.shared else (f"{r.seconds_per_prompt:.1f}" if pd.notna(r.seconds_per_prompt) else "")
@@ -999,9 +1049,17 @@ def run(out: str | Path, spec: dict) -> None:
             attacks = summarise_attacks(by_seed, attack_prompts(spec["attacks"]), evidence, replicates)
             with atomic_path(out_dir / "attacks_by_seed.csv") as tmp:
                 by_seed.to_csv(tmp, index=False, float_format="%.4f")
+        tuned = tuning_table(spec.get("tuning", []))
+        if len(tuned):   # the evaluation tables name the setting each tuned row used
+            chosen = settings(tuned)
+            summary.insert(summary.columns.get_loc("method") + 1, "setting",
+                           [chosen.get((r.model, r.target, r.method), "") for r in summary.itertuples()])
         found = claims(replicates, spec.get("comparisons", []))
         published = expected_table(replicates, summary, spec.get("expected", []))
         tables = {"rates.csv": df, "summary.csv": summary, "claims.csv": found}
+        if len(tuned):
+            tables["tuning.csv"] = tuned
+            write_text(out_dir / "tuning.html", tuning_html(tuned))
         if len(published):
             tables["expected.csv"] = published
             write_text(out_dir / "expected.html", expected_html(published))
@@ -1010,7 +1068,7 @@ def run(out: str | Path, spec: dict) -> None:
                 frame.to_csv(tmp, index=False, float_format="%.4f")
         write_text(out_dir / "summary.md", markdown(summary) + quality_markdown(summary)
                    + "\nClaims: published orderings, tested paired.\n\n" + claims_markdown(found)
-                   + expected_markdown(published))
+                   + expected_markdown(published) + tuning_markdown(tuned))
         for model in dict.fromkeys(e["model"] for e in entries):
             first_seed = [e for e in entries if e["model"] == model and parse_variant(e["variant"])["seed"]
                           in (None, str(evidence.seeds[0]))]

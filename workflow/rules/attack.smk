@@ -7,7 +7,7 @@
 rule attack:
     """Attack one erased model (white-box attacks, or text-encoder attacks on a changed text encoder)."""
     input:
-        unpack(lambda w: plan.attack_inputs(config, w.model, w.variant, w.attack)),
+        unpack(after_tuning("attack", plan.attack_inputs)),
     output:
         layout.adversarial_files(layout.ADVERSARIAL),
     params:
@@ -45,7 +45,7 @@ rule attack_shared:
 rule attack_generate:
     """The target's images under attack, each prompt row with its own seed and guidance."""
     input:
-        unpack(lambda w: plan.attack_generate_inputs(config, w.model, w.variant, w.attack)),
+        unpack(after_tuning("attack_generate", plan.attack_generate_inputs)),
     output:
         images=layout.ATTACK_IMAGES,
         meta=layout.ATTACK_IMAGES.replace(".tar", ".json"),
@@ -65,7 +65,7 @@ rule attack_generate:
 rule attack_score:
     """Pre-attack, attack-only and attack success rates of one variant under one attack."""
     input:
-        unpack(lambda w: plan.attack_score_inputs(config, w.model, w.variant, w.attack)),
+        unpack(after_tuning("attack_score", plan.attack_score_inputs)),
     output:
         scores=layout.ATTACK_SCORES,
         rates=layout.ATTACK_RATES,

@@ -26,7 +26,7 @@ rule attribute_base:
 rule attribute:
     """rho (deactivation by erasure) and delta (re-activation under attack) of every neuron."""
     input:
-        unpack(lambda w: plan.attribute_inputs(config, w.model, w.variant, w.attack)),
+        unpack(after_tuning("attribute", plan.attribute_inputs)),
     output:
         layout.with_suffixes(layout.ATTRIBUTION, ".json", ".png"),
     params:

@@ -95,6 +95,17 @@ def flags(*names):
     return lambda w, input: " ".join(f"--{n} {input[n]}" for n in names if n in input.keys() and input[n])
 
 
+def after_tuning(rule, inputs):
+    """A rule's input function, ``inputs(config, **wildcards)``, that first waits for the tuning selections
+    the job's settings follow (plan.selections): while rule select has not run (or will rerun), the
+    checkpoint defers the job, and Snakemake plans it again, with the chosen setting, once select is done."""
+    def after(w):
+        for s in plan.selections(config, rule, **dict(w)):
+            checkpoints.select.get(**s)
+        return inputs(config, **dict(w))
+    return after
+
+
 def finish_rules(workflow):
     """Run after every rule is defined: each rule that runs eraselab runs its planned command and hands
     over its code fingerprint; `resources:` names only rules."""

@@ -1,7 +1,7 @@
 rule erase:
     """Erase a concept with one method; writes only the changed tensors and their metadata."""
     input:
-        unpack(lambda w: plan.erase_inputs(config, **w)),
+        unpack(after_tuning("erase", plan.erase_inputs)),
     output:
         delta=layout.DELTA,
         meta=layout.DELTA.replace(".safetensors", ".json"),

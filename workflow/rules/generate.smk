@@ -1,7 +1,7 @@
 rule generate:
     """Images for every prompt set of one model variant (base or erased), one archive per set."""
     input:
-        unpack(lambda w: plan.generate_inputs(config, w.model, w.variant)),
+        unpack(after_tuning("generate", plan.generate_inputs)),
     output:
         images=expand(layout.IMAGES, promptset=PROMPT_SETS, allow_missing=True),
         meta=expand(layout.IMAGES.replace(".tar", ".json"), promptset=PROMPT_SETS, allow_missing=True),

@@ -27,9 +27,7 @@ rule prune:
 rule prune_report:
     """The pruning table: each variant's pruned fraction, rates, ASR per attack and attribution summary."""
     input:
-        lambda w: [p for p in (plan.prune_report_spec(config)["summary"], plan.prune_report_spec(config)["attacks"]) if p]
-        + [m["path"] for m in plan.prune_report_spec(config)["masks"]]
-        + [a["path"] for a in plan.prune_report_spec(config)["attributions"]],
+        after_tuning("prune_report", lambda cfg: plan.prune_report_inputs(cfg)),
     output:
         csv=f"{layout.REPORT}/pruning.csv",
         markdown=f"{layout.REPORT}/pruning.md",

@@ -1,7 +1,7 @@
 rule generate_neutral:
     """A variant's images of the neutral prompt set (e.g. COCO captions), for preservation metrics."""
     input:
-        unpack(lambda w: plan.neutral_inputs(config, w.model, w.variant)),
+        unpack(after_tuning("generate_neutral", plan.neutral_inputs)),
     output:
         images=layout.NEUTRAL_IMAGES,
         meta=layout.NEUTRAL_IMAGES.replace(".tar", ".json"),
@@ -21,7 +21,7 @@ rule generate_neutral:
 rule quality:
     """CLIP score of a variant's neutral images, and their FID against the base model's."""
     input:
-        unpack(lambda w: plan.quality_inputs(config, w.model, w.variant)),
+        unpack(after_tuning("quality", plan.quality_inputs)),
     output:
         layout.QUALITY,
     params:

@@ -7,6 +7,7 @@ rule report:
         quality=[e["quality"] for e in plan.report_entries(config) if e["quality"]],
         attack_rates=[e["rates"] for e in plan.attack_entries(config)],
         attack_scores=[e["scores"] for e in plan.attack_entries(config)],
+        selections=after_tuning("report", lambda cfg: plan.tuning_outputs(cfg)),
     output:
         # Tables (HTML: Snakemake's report shows them in its main panel; overview.html is also on
         # its first page, workflow/report/workflow.rst), the data behind them, figures, grids.
@@ -46,6 +47,11 @@ rule report:
                         caption="../report/expected.rst", category="Tables", labels={"table": "published numbers"})
         if plan.expected_outputs(config) else [],
         expected_data=[p for p in plan.expected_outputs(config) if p.endswith(".csv")],
+        # every tuned method's candidates, their validation scores and the chosen one (tuning:)
+        tuning=report([p for p in plan.tuning_report_outputs(config) if p.endswith(".html")],
+                      caption="../report/tuning.rst", category="Tables", labels={"table": "tuning"})
+        if plan.tuning_report_outputs(config) else [],
+        tuning_data=[p for p in plan.tuning_report_outputs(config) if p.endswith(".csv")],
     params:
         spec=lambda w: json.dumps(plan.report_spec(config), sort_keys=True),
         code=code("report"),

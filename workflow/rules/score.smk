@@ -1,7 +1,7 @@
 rule score:
     """Detect each prompt set's concept in its images; per-image scores and per-concept rates."""
     input:
-        unpack(lambda w: plan.score_inputs(config, w.model, w.variant)),
+        unpack(after_tuning("score", plan.score_inputs)),
     output:
         scores=layout.SCORES,
         rates=layout.RATES,
