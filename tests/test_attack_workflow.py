@@ -41,6 +41,10 @@ def test_a_method_that_may_change_the_text_encoder_gets_its_own_run():
         "results/cw/night/seed0/none/te-edit/attacks/rab/adversarial.safetensors"
     assert plan.adversarial_path(cfg, "cw", "night/seed0/none/esd-x", "ud") == \
         "results/cw/night/seed0/none/esd-x/attacks/ud/adversarial.safetensors"
+    # AdvUnlearn trained on a UNet set leaves the text encoder alone: it shares the base model's run
+    cfg["methods"]["unet-edit"] = {"algorithm": "advunlearn", "train": "xattn"}
+    assert plan.adversarial_path(cfg, "cw", "night/seed0/none/unet-edit", "rab") == \
+        "results/cw/attacks/rab/night/seed0/adversarial.safetensors"
 
 
 def test_a_shared_attack_refuses_a_variant_with_another_text_encoder(tmp_path):

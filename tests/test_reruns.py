@@ -10,7 +10,7 @@ import pytest
 
 from hpc import completed, git, planned, planned_outputs, project_copy, snakemake
 
-METHODS = ["--configfile", "config/methods.yaml", "tests/configs/no-tuning.yaml"]
+METHODS = ["--configfile", "config/methods.yaml", "config/no-tuning.yaml"]
 ATTACKS = ["--configfile", "config/attacks.yaml"]
 SD14 = ["--configfile", "config/sd14.yaml"]
 

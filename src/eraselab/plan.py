@@ -499,7 +499,8 @@ def keeps_text_encoder(cfg: dict, variant: str) -> bool:
     if method is None:
         return True
     m = cfg["methods"][method]
-    return m["algorithm"] in UNET_ONLY_METHODS or (m["algorithm"] == "advunlearn" and not m["train"].startswith("text"))
+    return m["algorithm"] in UNET_ONLY_METHODS or (m["algorithm"] == "advunlearn"   # its default trains the text encoder
+                                                   and not m.get("train", "text_encoder").startswith("text"))
 
 
 def attack_algorithm(cfg: dict, attack: str) -> str:
