@@ -141,9 +141,9 @@ def _add_tuning_candidates(cfg: dict, defs: dict, root: dict) -> list[str]:
         except SearchError as e:
             problems.append(str(e))
             continue
-        method = {k: v for k, v in cfg["methods"][name].items()}
         for i, overrides in enumerate(settings, 1):
-            tried, p = _algorithm_errors("tuning.methods", {name: {**method, **overrides}}, "algorithm", defs, root)
+            tried, p = _algorithm_errors("tuning.methods", {name: {**cfg["methods"][name], **overrides}}, "algorithm",
+                                         defs, root)
             problems += [f"{q} (candidate {i}: {overrides})" for q in p]
             if candidate(name, i) in cfg["methods"]:
                 problems.append(f"methods.{candidate(name, i)}: the name of a tuning candidate of {name!r}; rename it")

@@ -742,11 +742,11 @@ def tuned_methods(cfg: dict) -> list[str]:
 
 
 def candidates(cfg: dict, method: str) -> dict[str, dict]:
-    """A tuned method's candidates: name -> the settings it overrides."""
-    from .tuning import candidates as search
+    """A tuned method's candidates: name -> the settings it overrides (the config's validation drew them
+    and added each as a method: eraselab.config, _add_tuning_candidates)."""
     t = cfg["tuning"]
-    settings = search(t["methods"][method], t["budget"], t["search"], t["seed"], method)
-    return {layout.candidate(method, i): o for i, o in enumerate(settings, 1)}
+    names = [layout.candidate(method, i) for i in range(1, t["budget"] + 1)]
+    return {n: {k: cfg["methods"][n][k] for k in sorted(t["methods"][method])} for n in names}
 
 
 def validation_variants(cfg: dict, model: str, target: str, method: str) -> list[str]:
