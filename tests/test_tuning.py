@@ -112,3 +112,17 @@ def test_the_methods_preset_tunes_every_method_with_the_same_budget_and_esd_u_tr
     assert tuned == cfg["run"]["methods"]
     assert {len(plan.candidates(cfg, m)) for m in tuned} == {cfg["tuning"]["budget"]}
     assert 1.0 in {c["negative_guidance"] for c in plan.candidates(cfg, "esd-u").values()}
+
+
+def test_evaluating_on_more_seeds_and_prompts_leaves_the_tuning_jobs_as_they_were():
+    """config/replicates.yaml raises the evaluation's prompt cap and seeds; the validation jobs' specs and
+    the selections' lineage must not change, or adding it would rerun the whole tuning."""
+    from eraselab import plan
+    presets = [ROOT / "config" / "config.yaml", ROOT / "config" / "methods.yaml"]
+    one, three = (load_config(*presets, *extra, root=ROOT) for extra in ([], [ROOT / "config" / "replicates.yaml"]))
+    assert one["generation"]["max_prompts"] != three["generation"]["max_prompts"]
+    variant = "triangle/seed0/none/esd-u.tune1"
+    assert plan.validate_spec(one, "conceptworld", variant) == plan.validate_spec(three, "conceptworld", variant)
+    assert plan.validate_spec(one, "conceptworld", variant)["generation"]["max_prompts"] == 20
+    w = {"model": "conceptworld", "target": "night", "method": "rece"}
+    assert plan.lineage(one, "select", **w) == plan.lineage(three, "select", **w)

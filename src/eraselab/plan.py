@@ -801,7 +801,9 @@ def validate_inputs(cfg: dict, model: str, variant: str) -> dict:
 
 def validate_spec(cfg: dict, model: str, variant: str) -> dict:
     sets = layout.prompt_sets(cfg["run"])
-    return {"generation": cfg["generation"], "dtype": cfg["models"][model]["dtype"], "variant": variant,
+    # tuning's own prompt cap replaces the evaluation's: evaluating on more prompts must not rerun the tuning
+    generation = {**cfg["generation"], "max_prompts": cfg["tuning"]["max_prompts"]}
+    return {"generation": generation, "dtype": cfg["models"][model]["dtype"], "variant": variant,
             "model": model, "concepts": {c: {"prompts": cfg["concepts"][c]["validation"],
                                              "prompts_sha256": source_digest(cfg, cfg["concepts"][c]["validation"]),
                                              "detector": cfg["concepts"][c]["detector"],
