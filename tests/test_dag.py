@@ -9,7 +9,7 @@ from hpc import jobs
 from test_workflow import ROOT, snakemake, workdir
 
 # Every preset that plans offline (config/attacks-sd14.yaml needs Ring-A-Bell's pair files, an external asset).
-PRESETS = [["config.yaml"], ["methods.yaml"], ["attacks.yaml"], ["pruning.yaml"], ["tuning.yaml"], ["sd14.yaml"],
+PRESETS = [["config.yaml"], ["methods.yaml"], ["attacks.yaml"], ["pruning.yaml"], ["sd14.yaml"],
            ["sd14.yaml", "sd15.yaml"], ["sd14.yaml", "sd21.yaml"], ["sd14-random.yaml"],
            ["attacks.yaml", "replicates.yaml"], ["pruning.yaml", "replicates.yaml"],
            ["sd14.yaml", "protocols/unlearndiff-nudity.yaml"], ["methods.yaml", "baselines.yaml"]]

@@ -36,6 +36,22 @@ def test_sd_presets_plan_the_full_dag_without_download(tmp_path, presets, model,
     assert m["repo_id"] == repo and len(m["revision"]) == 40 and int(m["revision"], 16) >= 0
 
 
+def test_sd_presets_do_not_tune_but_a_tuning_layer_plans_it(tmp_path):
+    """sd14 keeps the papers' settings (FULL_DAG above has no validate or select job); a layer that gives
+    every concept a validation set and turns tuning on plans 2 candidates per method and target."""
+    wd = workdir(tmp_path)
+    concepts = ["nudity", "van_gogh", "church", "picasso", "parachute"]
+    for c in concepts:
+        (wd / f"{c}.csv").write_text("prompt,evaluation_seed\na photo,1\nanother photo,2\n")
+    layer = {"concepts": {c: {"validation": str(wd / f"{c}.csv")} for c in concepts},
+             "tuning": {"enabled": True, "budget": 2, "methods": {"esd-u": {"negative_guidance": [1.0, 3.0]},
+                                                                  "esd-x": {"lr": [1.0e-5, 3.0e-5]}}}}
+    (wd / "tune.yaml").write_text(yaml.safe_dump(layer))
+    jobs = planned(snakemake(wd, "-n", "--configfile", "config/sd14.yaml", str(wd / "tune.yaml")))
+    # 2 methods x 2 candidates x 3 targets; their validation plus the base model's; 6 selections
+    assert jobs == {"base_model": 1, "erase": 12, "validate": 13, "select": 6, "all": 1}
+
+
 PROTOCOLS = {   # preset -> the assets its fetch jobs fetch
     "unlearndiff-nudity": {"unlearndiff-nudity", "nudenet-best", "advunlearn-coco-retain"}, "unlearndiff-vangogh": {"unlearndiff-vangogh"},
     "unlearndiff-church": {"unlearndiff-church"}, "esd-i2p": {"i2p", "nudenet-best", "coco-30k"}, "coco-quality": {"coco-10k"},
@@ -184,7 +200,7 @@ def test_sd14_shaped_random_preset_runs_end_to_end_on_a_cpu(tmp_path):
     assert "tradeoff.png" in html and "summary.csv" in html
 
 
-@pytest.mark.parametrize("preset,erasures", [("tuning", 30), ("pruning", 8)])
+@pytest.mark.parametrize("preset,erasures", [("pruning", 8)])
 def test_conceptworld_presets_plan_their_grid(tmp_path, preset, erasures):
     """The documented ConceptWorld experiments plan as documented: targets x prunings x methods erasures."""
     jobs = planned(snakemake(workdir(tmp_path), "-n", "--configfile", f"config/{preset}.yaml"))
