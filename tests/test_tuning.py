@@ -126,3 +126,15 @@ def test_evaluating_on_more_seeds_and_prompts_leaves_the_tuning_jobs_as_they_wer
     assert plan.validate_spec(one, "conceptworld", variant)["generation"]["max_prompts"] == 20
     w = {"model": "conceptworld", "target": "night", "method": "rece"}
     assert plan.lineage(one, "select", **w) == plan.lineage(three, "select", **w)
+
+
+def test_the_robust_baselines_are_tunable_with_the_same_budget(tmp_path):
+    """config/baselines.yaml declares AdvUnlearn's and SalUn's spaces beside methods.yaml's: with
+    tuning turned on, every method of its grid gets 4 candidates."""
+    from eraselab import plan
+    (tmp_path / "on.yaml").write_text("tuning: {enabled: true}\n")
+    cfg = load_config(*[ROOT / "config" / f for f in ("config.yaml", "methods.yaml", "baselines.yaml")],
+                      tmp_path / "on.yaml", root=ROOT)
+    assert plan.tuned_methods(cfg) == cfg["run"]["methods"] and {"advunlearn", "salun"} <= set(cfg["run"]["methods"])
+    assert {len(plan.candidates(cfg, m)) for m in cfg["run"]["methods"]} == {4}
+    assert {c["threshold"] for c in plan.candidates(cfg, "salun").values()} == {0.3, 0.5}
